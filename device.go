@@ -1,0 +1,81 @@
+package tether
+
+import (
+	"regexp"
+	"time"
+)
+
+// DefaultTenantID is the tenant created on first start. Every record carries
+// a tenant so that multi-tenant deployments need no migration of data.
+const DefaultTenantID = "default"
+
+// Tenant is an isolated customer of a Tether deployment.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Device is a registered thing that may connect and send telemetry.
+// Its ID is unique across tenants, because protocols with a single
+// credential field (MQTT username, HTTP bearer token) name the device
+// without its tenant.
+type Device struct {
+	TenantID   string            `json:"tenant_id"`
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Labels     map[string]string `json:"labels"`
+	Metadata   map[string]any    `json:"metadata"`
+	CreatedAt  time.Time         `json:"created_at"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+	LastSeenAt *time.Time        `json:"last_seen_at"`
+
+	// TokenHash is the SHA-256 of the device token's secret part. It never
+	// leaves the server.
+	TokenHash []byte `json:"-"`
+}
+
+// DeviceUpdate names the fields of a device to change; nil means keep.
+type DeviceUpdate struct {
+	Name     *string
+	Labels   map[string]string
+	Metadata map[string]any
+}
+
+// DeviceFilter selects devices of one tenant for listing.
+type DeviceFilter struct {
+	TenantID string
+	// Labels must all match exactly (a label selector of equalities).
+	Labels map[string]string
+	// After is the cursor: list devices with an ID greater than it.
+	After string
+	// Limit is the page size; the store caps it.
+	Limit int
+}
+
+// APIKey is a credential for programs calling the REST API.
+type APIKey struct {
+	TenantID   string     `json:"tenant_id"`
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+
+	// Hash is the SHA-256 of the key's secret part.
+	Hash []byte `json:"-"`
+}
+
+// Roles an API key may have. Only admin exists so far; later issues add
+// operator and viewer.
+const (
+	RoleAdmin = "admin"
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidID reports whether s may be a device, tenant or key ID: 1 to 64
+// letters, digits, '-' or '_'. The set excludes '.', '/', '*', '>', '+' and
+// '#', so an ID is always one token of a NATS subject and one level of an
+// MQTT topic.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
