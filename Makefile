@@ -1,0 +1,49 @@
+# Tether's build, run, test and benchmark entry points. Everything a target
+# needs beyond Go and gcc is installed by .ci/run (apt) or fetched through
+# the Go module proxy at a pinned version.
+
+GO          ?= go
+BIN         := bin/tether
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BENCHSTAT   := golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+BENCH_COUNT ?= 6
+BENCH_OUT   ?= out/bench
+
+.PHONY: build run test vet staticcheck bench fuzz clean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tether
+
+# Builds and starts a node with the embedded defaults (data in ./data).
+run: build
+	./$(BIN) serve
+
+test: vet staticcheck
+	$(GO) test -race -timeout 9m ./...
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+# Micro-benchmarks of the hot path, then the end-to-end load (1,000 MQTT
+# devices publishing QoS 1). Raw results land in $(BENCH_OUT); the figures
+# in docs/benchmarks.md come from these files.
+bench:
+	mkdir -p $(BENCH_OUT)
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) \
+		./internal/telemetry/ ./internal/bus/ ./internal/store/sqlite/ | tee $(BENCH_OUT)/micro.txt
+	$(GO) run $(BENCHSTAT) $(BENCH_OUT)/micro.txt | tee $(BENCH_OUT)/micro-stat.txt
+	$(GO) run ./cmd/tether-load -devices 1000 -duration 30s | tee $(BENCH_OUT)/load.txt
+
+# A short run of every fuzzer; the seed corpora under testdata/fuzz run
+# with every plain `go test`.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/telemetry/
+	$(GO) test -run '^$$' -fuzz FuzzUnmarshalMessage -fuzztime 30s ./internal/telemetry/
+
+clean:
+	rm -rf bin out

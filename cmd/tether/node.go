@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/bus"
+	"github.com/tether-iot/tether/internal/config"
+	"github.com/tether-iot/tether/internal/httpapi"
+	"github.com/tether-iot/tether/internal/ingest"
+	"github.com/tether-iot/tether/internal/mqtt"
+	"github.com/tether-iot/tether/internal/registry"
+	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/telemetry"
+	"github.com/tether-iot/tether/internal/writer"
+)
+
+// Main is a running Tether node. End-to-end tests build one exactly as the
+// binary does.
+type Main struct {
+	Config config.Config
+
+	// AdminKey is the admin API key created at this start, if one was.
+	AdminKey string
+	// Observe, if set before Run, sees every committed telemetry batch.
+	Observe func(msgs []tether.Message, committed time.Time)
+
+	bootstrapKey string
+	log          *slog.Logger
+
+	DB       *sqlite.DB
+	Bus      *bus.Bus
+	Registry *registry.Service
+	Ingestor *ingest.Ingestor
+	Writer   *writer.Writer
+	MQTT     *mqtt.Gateway
+	HTTP     *httpapi.Server
+
+	unsubscribe func()
+	httpDone    chan error
+}
+
+// NewMain returns a node that logs to logOut.
+func NewMain(cfg config.Config, bootstrapKey string, logOut io.Writer) *Main {
+	return &Main{Config: cfg, bootstrapKey: bootstrapKey, log: newLogger(cfg, logOut)}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Run starts every part, in dependency order, and returns once the node
+// serves. On error, call Close to release what was started.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Config
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	var err error
+	if m.DB, err = sqlite.Open(ctx, filepath.Join(cfg.DataDir, "tether.db")); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	if m.Bus, err = bus.Open(ctx, bus.Options{
+		URL: cfg.NATSURL, StoreDir: filepath.Join(cfg.DataDir, "nats"), ListenAddr: cfg.NATSAddr,
+		MaxBytes: cfg.BusMaxBytes, Logger: m.log.With("component", "bus"),
+	}); err != nil {
+		return fmt.Errorf("open bus: %w", err)
+	}
+	if u := m.Bus.ClientURL(); u != "" {
+		m.log.Info("embedded NATS listening", "url", u)
+	}
+
+	m.Registry = registry.New(m.DB, m.Bus, m.log.With("component", "registry"))
+	if m.AdminKey, err = m.Registry.Bootstrap(ctx, m.bootstrapKey); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+
+	limits := telemetry.DefaultLimits()
+	limits.MaxPayload = cfg.MaxPayload
+	m.Ingestor = ingest.New(m.Bus, limits, m.log.With("component", "ingest"))
+
+	wo := writer.Options{Batch: cfg.WriterBatch, MaxDelay: cfg.WriterMaxDelay, Logger: m.log.With("component", "writer"), Observe: m.Observe}
+	if m.Writer, err = writer.Start(ctx, m.DB, m.consumeTelemetry, wo); err != nil {
+		return err
+	}
+
+	if m.MQTT, err = mqtt.New(m.Registry, m.Ingestor, mqtt.Options{Addr: cfg.MQTTAddr, Logger: m.log}); err != nil {
+		return err
+	}
+	if m.unsubscribe, err = m.Bus.SubscribeLifecycle(m.onLifecycle); err != nil {
+		return err
+	}
+	if err := m.MQTT.Serve(); err != nil {
+		return fmt.Errorf("mqtt serve: %w", err)
+	}
+	m.log.Info("MQTT listening", "addr", m.MQTT.Addr())
+
+	if m.HTTP, err = httpapi.New(m.Registry, m.DB, nodeStats{m}, httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http")}); err != nil {
+		return err
+	}
+	m.httpDone = make(chan error, 1)
+	go func() { m.httpDone <- m.HTTP.Serve() }()
+	m.log.Info("HTTP API listening", "addr", m.HTTP.Addr())
+	return nil
+}
+
+// consumeTelemetry adapts the bus to the writer's Source.
+func (m *Main) consumeTelemetry(ctx context.Context, maxPending int, handle func(writer.Delivery)) (func(), error) {
+	c, err := m.Bus.ConsumeTelemetry(ctx, "storage", maxPending, func(msg bus.Msg) { handle(msg) })
+	if err != nil {
+		return nil, err
+	}
+	return c.Stop, nil
+}
+
+func (m *Main) onLifecycle(_, device, event string) {
+	switch event {
+	case registry.EventDeleted, registry.EventTokenRotated:
+		n := m.MQTT.Disconnect(device)
+		if event == registry.EventDeleted {
+			m.Ingestor.Forget(device)
+		}
+		m.log.Info("device connections cut", "device", device, "event", event, "connections", n)
+	}
+}
+
+// PrintWelcome tells a person where to connect and, on first start, the
+// admin API key: the only time it is ever shown.
+func (m *Main) PrintWelcome(w io.Writer) {
+	fmt.Fprintf(w, "\nTether %s is running.\n  REST API:  http://%s/api/v1  (OpenAPI: http://%s/api/v1/openapi.json)\n  MQTT:      mqtt://%s\n  Data:      %s\n",
+		version, displayAddr(m.HTTP.Addr()), displayAddr(m.HTTP.Addr()), displayAddr(m.MQTT.Addr()), m.Config.DataDir)
+	if m.AdminKey != "" {
+		fmt.Fprintf(w, "\n  Admin API key (shown only this once; it is stored hashed):\n\n    %s\n\n  Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/devices\n",
+			m.AdminKey, m.AdminKey, displayAddr(m.HTTP.Addr()))
+	}
+	fmt.Fprintln(w)
+}
+
+// displayAddr turns a wildcard listen address into one a client can dial.
+func displayAddr(addr string) string {
+	for _, p := range []string{"[::]:", "0.0.0.0:"} {
+		if len(addr) > len(p) && addr[:len(p)] == p {
+			return "localhost:" + addr[len(p):]
+		}
+	}
+	return addr
+}
+
+// Close shuts down in order: stop taking device traffic (finishing the
+// publishes already on their way to the bus), stop the API, write what the
+// storage writer holds, close the bus, close the store.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	if m.MQTT != nil {
+		errs = append(errs, m.MQTT.Close(ctx))
+	}
+	if m.unsubscribe != nil {
+		m.unsubscribe()
+	}
+	if m.HTTP != nil {
+		errs = append(errs, m.HTTP.Shutdown(ctx))
+		if m.httpDone != nil {
+			errs = append(errs, <-m.httpDone)
+		}
+	}
+	if m.Writer != nil {
+		m.Writer.Close()
+	}
+	if m.Bus != nil {
+		errs = append(errs, m.Bus.Close())
+	}
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// nodeStats gives the API the node's counters.
+type nodeStats struct{ m *Main }
+
+func (s nodeStats) Refused(deviceID string) uint64 { return s.m.Ingestor.Refused(deviceID) }
+
+func (s nodeStats) Stats() any {
+	return struct {
+		Ingest       ingest.Stats `json:"ingest"`
+		StoredPoints uint64       `json:"stored_points"`
+	}{s.m.Ingestor.Stats(), s.m.Writer.Stored()}
+}

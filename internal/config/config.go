@@ -1,0 +1,281 @@
+// Package config holds Tether's one configuration struct: its defaults,
+// how it is filled from a YAML file, the environment and flags (in that
+// order of precedence), and its validation.
+//
+// Every setting follows one naming rule: the YAML key is snake_case
+// (mqtt_addr), the flag is the same with dashes (--mqtt-addr) and the
+// environment variable is the key in upper case behind TETHER_
+// (TETHER_MQTT_ADDR). The rule is applied by reflection over the struct
+// tags, so a new setting cannot break it.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every setting of a Tether node.
+type Config struct {
+	DataDir string `yaml:"data_dir" help:"directory for the database and the embedded bus"`
+
+	HTTPAddr string `yaml:"http_addr" help:"REST API listen address (host:port; :0 picks a free port)"`
+	MQTTAddr string `yaml:"mqtt_addr" help:"MQTT listen address (host:port; :0 picks a free port)"`
+
+	NATSURL  string `yaml:"nats_url" help:"external NATS JetStream server URL; empty runs an embedded server"`
+	NATSAddr string `yaml:"nats_addr" help:"listen address of the embedded NATS server; empty listens on no port"`
+
+	BusMaxBytes int `yaml:"bus_max_bytes" help:"most bytes of unconsumed telemetry the bus holds; beyond it devices are told to retry"`
+
+	MaxPayload int `yaml:"max_payload" help:"largest telemetry payload accepted, in bytes"`
+
+	WriterBatch    int           `yaml:"writer_batch" help:"most messages the storage writer puts in one transaction"`
+	WriterMaxDelay time.Duration `yaml:"writer_max_delay" help:"longest a message waits for its batch to fill before it is written"`
+
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take before in-flight work is abandoned"`
+
+	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
+	LogFormat string `yaml:"log_format" help:"text or json"`
+}
+
+// Default returns the configuration a node runs with when nothing is set.
+func Default() Config {
+	return Config{
+		DataDir:         "./data",
+		HTTPAddr:        ":8080",
+		MQTTAddr:        ":1883",
+		BusMaxBytes:     4 << 30,
+		MaxPayload:      256 << 10,
+		WriterBatch:     1000,
+		WriterMaxDelay:  20 * time.Millisecond,
+		ShutdownTimeout: 15 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "text",
+	}
+}
+
+// Error is a wrong setting. Its message names the setting under all three
+// of its names so the user can fix it wherever they set it.
+type Error struct {
+	Key string // the YAML key
+	Msg string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("invalid setting %s (--%s, %s): %s", e.Key, FlagName(e.Key), EnvName(e.Key), e.Msg)
+}
+
+// FlagName returns the flag of a YAML key: mqtt_addr → mqtt-addr.
+func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// EnvName returns the environment variable of a YAML key: mqtt_addr →
+// TETHER_MQTT_ADDR.
+func EnvName(key string) string { return "TETHER_" + strings.ToUpper(key) }
+
+// Load builds the configuration from defaults, then the YAML file named by
+// --config (or TETHER_CONFIG), then the environment, then the flags in
+// args. The result is validated. Errors are *Error for a wrong setting;
+// flag.ErrHelp when -h was asked for.
+func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("tether serve", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	configPath := fs.String("config", getenv("TETHER_CONFIG"), "YAML configuration file (env TETHER_CONFIG)")
+
+	// Flags only record what was given; they are applied last, so that a
+	// flag's default never hides the file or the environment.
+	given := map[string]string{}
+	var order []string
+	for _, f := range fields(&c) {
+		name := FlagName(f.key)
+		help := fmt.Sprintf("%s (env %s, default %v)", f.help, EnvName(f.key), f.v.Interface())
+		record := func(s string) error {
+			if _, ok := given[name]; !ok {
+				order = append(order, f.key)
+			}
+			given[name] = s
+			return nil
+		}
+		if f.v.Kind() == reflect.Bool {
+			fs.BoolFunc(name, help, record)
+		} else {
+			fs.Func(name, help, record)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	if *configPath != "" {
+		if err := loadFile(&c, *configPath); err != nil {
+			return c, err
+		}
+	}
+	for _, f := range fields(&c) {
+		if v, ok := lookupEnv(getenv, EnvName(f.key)); ok {
+			if err := f.set(v); err != nil {
+				return c, &Error{Key: f.key, Msg: err.Error()}
+			}
+		}
+	}
+	byKey := map[string]field{}
+	for _, f := range fields(&c) {
+		byKey[f.key] = f
+	}
+	for _, key := range order {
+		if err := byKey[key].set(given[FlagName(key)]); err != nil {
+			return c, &Error{Key: key, Msg: err.Error()}
+		}
+	}
+	return c, c.Validate()
+}
+
+func lookupEnv(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func loadFile(c *Config, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("read config file: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate checks every setting and returns the first wrong one as *Error.
+func (c Config) Validate() error {
+	if strings.TrimSpace(c.DataDir) == "" {
+		return &Error{"data_dir", "must not be empty"}
+	}
+	for key, addr := range map[string]string{"http_addr": c.HTTPAddr, "mqtt_addr": c.MQTTAddr} {
+		if err := checkAddr(addr); err != nil {
+			return &Error{key, err.Error()}
+		}
+	}
+	if c.NATSAddr != "" {
+		if err := checkAddr(c.NATSAddr); err != nil {
+			return &Error{"nats_addr", err.Error()}
+		}
+		if c.NATSURL != "" {
+			return &Error{"nats_addr", "is for the embedded NATS server; it cannot be used together with nats_url"}
+		}
+	}
+	if c.NATSURL != "" {
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			p, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || p.Host == "" {
+				return &Error{"nats_url", fmt.Sprintf("%q is not a URL like nats://host:4222", u)}
+			}
+			switch p.Scheme {
+			case "nats", "tls", "ws", "wss":
+			default:
+				return &Error{"nats_url", fmt.Sprintf("scheme %q is not one of nats, tls, ws, wss", p.Scheme)}
+			}
+		}
+	}
+	if c.BusMaxBytes < 1<<20 {
+		return &Error{"bus_max_bytes", fmt.Sprintf("%d is under 1 MiB", c.BusMaxBytes)}
+	}
+	if c.MaxPayload < 64 || c.MaxPayload > 64<<20 {
+		return &Error{"max_payload", fmt.Sprintf("%d is outside 64 bytes to 64 MiB", c.MaxPayload)}
+	}
+	if c.WriterBatch < 1 || c.WriterBatch > 100000 {
+		return &Error{"writer_batch", fmt.Sprintf("%d is outside 1 to 100000", c.WriterBatch)}
+	}
+	if c.WriterMaxDelay <= 0 || c.WriterMaxDelay > 10*time.Second {
+		return &Error{"writer_max_delay", fmt.Sprintf("%s is outside (0, 10s]", c.WriterMaxDelay)}
+	}
+	if c.ShutdownTimeout <= 0 {
+		return &Error{"shutdown_timeout", "must be positive"}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return &Error{"log_level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel)}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return &Error{"log_format", fmt.Sprintf("%q is not one of text, json", c.LogFormat)}
+	}
+	return nil
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (use :1883 for all interfaces)", addr)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q has a bad host", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has a bad port; use 0 to 65535", addr)
+	}
+	return nil
+}
+
+// field is one setting, reached by reflection.
+type field struct {
+	key, help string
+	v         reflect.Value
+}
+
+func fields(c *Config) []field {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	out := make([]field, 0, t.NumField())
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		out = append(out, field{key: sf.Tag.Get("yaml"), help: sf.Tag.Get("help"), v: v.Field(i)})
+	}
+	return out
+}
+
+// set parses s into the field.
+func (f field) set(s string) error {
+	switch p := f.v.Addr().Interface().(type) {
+	case *string:
+		*p = s
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration like 250ms or 10s", s)
+		}
+		*p = d
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		*p = b
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tether-iot/tether"
+)
+
+// deviceView is a device as the API shows it.
+type deviceView struct {
+	*tether.Device
+	RefusedMessages uint64 `json:"refused_messages"`
+}
+
+func (s *Server) view(d *tether.Device) deviceView {
+	return deviceView{Device: d, RefusedMessages: s.stats.Refused(d.ID)}
+}
+
+type deviceInput struct {
+	ID       string            `json:"id"`
+	Name     *string           `json:"name"`
+	Labels   map[string]string `json:"labels"`
+	Metadata map[string]any    `json:"metadata"`
+}
+
+func (s *Server) createDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+	var in deviceInput
+	if err := decodeBody(r, &in); err != nil {
+		return err
+	}
+	d := tether.Device{ID: in.ID, Labels: in.Labels, Metadata: in.Metadata}
+	if in.Name != nil {
+		d.Name = *in.Name
+	}
+	dev, token, err := s.reg.CreateDevice(r.Context(), k.TenantID, d)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/v1/devices/"+dev.ID)
+	return writeJSON(w, http.StatusCreated, struct {
+		Device deviceView `json:"device"`
+		Token  string     `json:"token"`
+	}{s.view(dev), token})
+}
+
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+	q := r.URL.Query()
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return tether.Errorf(tether.EINVALID, "limit %q must be a number from 1 to 1000", v)
+		}
+		limit = n
+	}
+	labels, err := parseSelector(q.Get("labels"))
+	if err != nil {
+		return err
+	}
+	devs, err := s.reg.Devices(r.Context(), tether.DeviceFilter{
+		TenantID: k.TenantID, Labels: labels, After: q.Get("cursor"), Limit: limit + 1,
+	})
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(devs) > limit {
+		devs = devs[:limit]
+		next = devs[limit-1].ID
+	}
+	views := make([]deviceView, len(devs))
+	for i, d := range devs {
+		views[i] = s.view(d)
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Devices    []deviceView `json:"devices"`
+		NextCursor string       `json:"next_cursor,omitempty"`
+	}{views, next})
+}
+
+// parseSelector parses a label selector "k=v,k2=v2".
+func parseSelector(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" {
+			return nil, tether.Errorf(tether.EINVALID, "labels %q must be key=value pairs separated by commas", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+	d, err := s.reg.Device(r.Context(), k.TenantID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.view(d))
+}
+
+func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+	var in deviceInput
+	if err := decodeBody(r, &in); err != nil {
+		return err
+	}
+	if in.ID != "" && in.ID != r.PathValue("id") {
+		return tether.Errorf(tether.EINVALID, "a device's id cannot be changed")
+	}
+	d, err := s.reg.UpdateDevice(r.Context(), k.TenantID, r.PathValue("id"), tether.DeviceUpdate{
+		Name: in.Name, Labels: in.Labels, Metadata: in.Metadata,
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.view(d))
+}
+
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+	if err := s.reg.DeleteDevice(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+	token, err := s.reg.RotateToken(r.Context(), k.TenantID, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Token string `json:"token"`
+	}{token})
+}
+
+func (s *Server) getStats(w http.ResponseWriter, _ *http.Request, _ *tether.APIKey) error {
+	return writeJSON(w, http.StatusOK, s.stats.Stats())
+}

@@ -1,0 +1,168 @@
+// Package ingest is the one path every gateway (MQTT now; CoAP and HTTP
+// later) sends device telemetry through: decode and validate the payload,
+// put the accepted message on the bus and return only once the bus has
+// stored it, and count and log what was refused. Keeping it in one place
+// is what makes the payload rules and the delivery guarantee the same on
+// every protocol.
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/telemetry"
+)
+
+// Publisher stores an encoded message durably on the bus.
+type Publisher interface {
+	PublishTelemetry(ctx context.Context, tenant, device, msgID string, data []byte) error
+}
+
+// logEvery is how often a device's refused messages are logged: once per
+// device per period, with the count of those not logged, so a device that
+// sends garbage a thousand times a second cannot flood the log.
+const logEvery = time.Minute
+
+// Ingestor accepts telemetry from gateways.
+type Ingestor struct {
+	pub    Publisher
+	limits telemetry.Limits
+	log    *slog.Logger
+	now    func() time.Time
+
+	accepted atomic.Uint64
+	points   atomic.Uint64
+	failed   atomic.Uint64 // the bus did not take an accepted message
+
+	mu      sync.Mutex
+	devices map[string]*deviceRejects
+	reasons map[string]uint64
+}
+
+type deviceRejects struct {
+	total      uint64
+	lastLog    time.Time
+	suppressed uint64
+}
+
+// New returns an Ingestor that publishes to pub.
+func New(pub Publisher, limits telemetry.Limits, log *slog.Logger) *Ingestor {
+	return &Ingestor{
+		pub: pub, limits: limits, log: log, now: time.Now,
+		devices: map[string]*deviceRejects{},
+		reasons: map[string]uint64{},
+	}
+}
+
+// Limits returns the payload limits in force.
+func (in *Ingestor) Limits() telemetry.Limits { return in.limits }
+
+// ErrBus wraps a failure to put an accepted message on the bus: the
+// message is not stored and the device must send it again.
+var ErrBus = errors.New("bus unavailable")
+
+// Accept decodes payload as telemetry of d and returns once the bus has
+// stored it, with the number of points. A refused payload returns a
+// *telemetry.Error (counted and logged here); a bus failure returns an
+// error wrapping [ErrBus] and a *tether.Error with EUNAVAILABLE.
+func (in *Ingestor) Accept(ctx context.Context, d *tether.Device, payload []byte) (int, error) {
+	now := in.now()
+	points, err := telemetry.Decode(payload, now, in.limits)
+	if err != nil {
+		in.reject(d, err)
+		return 0, err
+	}
+	m := tether.Message{ID: newMessageID(), TenantID: d.TenantID, DeviceID: d.ID, ReceivedAt: now.UTC(), Points: points}
+	data, err := telemetry.MarshalMessage(m)
+	if err != nil {
+		return 0, fmt.Errorf("encode message: %w", err)
+	}
+	if err := in.pub.PublishTelemetry(ctx, d.TenantID, d.ID, m.ID, data); err != nil {
+		in.failed.Add(1)
+		in.log.Warn("telemetry not accepted: bus failed", "device", d.ID, "err", err)
+		return 0, errors.Join(ErrBus, tether.Errorf(tether.EUNAVAILABLE, "the message could not be stored; send it again"), err)
+	}
+	in.accepted.Add(1)
+	in.points.Add(uint64(len(points)))
+	return len(points), nil
+}
+
+func (in *Ingestor) reject(d *tether.Device, err error) {
+	reason := "invalid"
+	var te *telemetry.Error
+	if errors.As(err, &te) {
+		reason = te.Reason
+	}
+	now := in.now()
+	in.mu.Lock()
+	in.reasons[reason]++
+	r := in.devices[d.ID]
+	if r == nil {
+		r = &deviceRejects{}
+		in.devices[d.ID] = r
+	}
+	r.total++
+	logIt := now.Sub(r.lastLog) >= logEvery
+	suppressed := r.suppressed
+	if logIt {
+		r.lastLog, r.suppressed = now, 0
+	} else {
+		r.suppressed++
+	}
+	in.mu.Unlock()
+	if logIt {
+		in.log.Warn("telemetry refused", "device", d.ID, "tenant", d.TenantID, "reason", reason,
+			"err", tether.ErrorMessage(err), "refused_since_last_log", suppressed)
+	}
+}
+
+// Stats are counters since the process started.
+type Stats struct {
+	Accepted  uint64            `json:"accepted_messages"`
+	Points    uint64            `json:"accepted_points"`
+	BusFailed uint64            `json:"bus_failures"`
+	Refused   map[string]uint64 `json:"refused_by_reason"`
+}
+
+// Stats returns the counters.
+func (in *Ingestor) Stats() Stats {
+	s := Stats{Accepted: in.accepted.Load(), Points: in.points.Load(), BusFailed: in.failed.Load(), Refused: map[string]uint64{}}
+	in.mu.Lock()
+	for k, v := range in.reasons {
+		s.Refused[k] = v
+	}
+	in.mu.Unlock()
+	return s
+}
+
+// Refused returns how many messages of a device were refused since the
+// process started.
+func (in *Ingestor) Refused(deviceID string) uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if r := in.devices[deviceID]; r != nil {
+		return r.total
+	}
+	return 0
+}
+
+// Forget drops a deleted device's counters.
+func (in *Ingestor) Forget(deviceID string) {
+	in.mu.Lock()
+	delete(in.devices, deviceID)
+	in.mu.Unlock()
+}
+
+func newMessageID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

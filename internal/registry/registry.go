@@ -1,0 +1,278 @@
+// Package registry manages who may talk to Tether: tenants, devices and
+// their tokens, and API keys. It creates credentials, stores only their
+// hashes, authenticates devices and API clients, and announces deletions
+// and rotations on the bus so every gateway can cut the device's
+// connections.
+//
+// Credentials are "<id>.<secret>" with a 256-bit random secret, so the
+// credential alone names its owner (a protocol with one credential field,
+// such as an HTTP bearer token, needs nothing else), and a plain SHA-256
+// is the right hash: the secret is too long to guess, and a slow password
+// hash would make every device connect cost tens of milliseconds.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tether-iot/tether"
+)
+
+// Store is the registry's storage.
+type Store interface {
+	EnsureTenant(ctx context.Context, t tether.Tenant) (bool, error)
+	CreateDevice(ctx context.Context, d *tether.Device) error
+	Device(ctx context.Context, tenantID, id string) (*tether.Device, error)
+	DeviceByID(ctx context.Context, id string) (*tether.Device, error)
+	Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Device, error)
+	UpdateDevice(ctx context.Context, tenantID, id string, u tether.DeviceUpdate, now time.Time) (*tether.Device, error)
+	SetDeviceToken(ctx context.Context, tenantID, id string, hash []byte, now time.Time) error
+	DeleteDevice(ctx context.Context, tenantID, id string) error
+	CreateAPIKey(ctx context.Context, k *tether.APIKey) error
+	APIKey(ctx context.Context, id string) (*tether.APIKey, error)
+	CountAPIKeys(ctx context.Context, tenantID, role string) (int, error)
+}
+
+// Notifier tells the gateways of every node about a device's lifecycle.
+type Notifier interface {
+	PublishLifecycle(tenant, device, event string) error
+}
+
+// Lifecycle events.
+const (
+	EventDeleted      = "deleted"
+	EventTokenRotated = "token_rotated"
+)
+
+// bootstrapKeyID is the ID under which a key supplied by
+// TETHER_BOOTSTRAP_ADMIN_KEY is stored: such a key is any string the
+// operator chose, so it may not carry an ID of its own.
+const bootstrapKeyID = "bootstrap"
+
+// Service is the registry.
+type Service struct {
+	store  Store
+	notify Notifier
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a registry over store that announces lifecycle events to n.
+func New(store Store, n Notifier, log *slog.Logger) *Service {
+	return &Service{store: store, notify: n, log: log, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// Bootstrap makes sure the default tenant and an admin API key exist. When
+// it creates the key it returns it in plain text, once; the caller prints
+// it. A non-empty supplied key becomes that admin key instead (for
+// automated deployments) and is not returned.
+func (s *Service) Bootstrap(ctx context.Context, supplied string) (newKey string, err error) {
+	created, err := s.store.EnsureTenant(ctx, tether.Tenant{ID: tether.DefaultTenantID, Name: "Default", CreatedAt: s.now()})
+	if err != nil {
+		return "", fmt.Errorf("bootstrap tenant: %w", err)
+	}
+	if created {
+		s.log.Info("created default tenant", "tenant", tether.DefaultTenantID)
+	}
+	n, err := s.store.CountAPIKeys(ctx, tether.DefaultTenantID, tether.RoleAdmin)
+	if err != nil {
+		return "", fmt.Errorf("bootstrap admin key: %w", err)
+	}
+	if n > 0 {
+		return "", nil
+	}
+	key := &tether.APIKey{TenantID: tether.DefaultTenantID, Name: "bootstrap admin", Role: tether.RoleAdmin, CreatedAt: s.now()}
+	if supplied != "" {
+		if len(supplied) < 32 {
+			return "", tether.Errorf(tether.EINVALID, "TETHER_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
+		}
+		key.ID, key.Hash = bootstrapKeyID, hash(supplied)
+	} else {
+		key.ID = "ak_" + randomID()
+		newKey = key.ID + "." + randomSecret()
+		key.Hash = hash(newKey)
+	}
+	if err := s.store.CreateAPIKey(ctx, key); err != nil {
+		return "", fmt.Errorf("bootstrap admin key: %w", err)
+	}
+	return newKey, nil
+}
+
+// CreateDevice registers d in tenant and returns it with its token, which
+// is shown this once and stored only as a hash. An empty d.ID gets a
+// generated one.
+func (s *Service) CreateDevice(ctx context.Context, tenant string, d tether.Device) (*tether.Device, string, error) {
+	if d.ID == "" {
+		d.ID = "d_" + randomID()
+	}
+	if !tether.ValidID(d.ID) {
+		return nil, "", tether.Errorf(tether.EINVALID, "device id %q must be 1 to 64 letters, digits, '-' or '_'", truncate(d.ID))
+	}
+	if err := validateDevice(d.Name, d.Labels); err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	token := d.ID + "." + randomSecret()
+	d.TenantID, d.CreatedAt, d.UpdatedAt, d.LastSeenAt = tenant, now, now, nil
+	d.TokenHash = hash(token)
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	if d.Metadata == nil {
+		d.Metadata = map[string]any{}
+	}
+	if err := s.store.CreateDevice(ctx, &d); err != nil {
+		return nil, "", err
+	}
+	return &d, token, nil
+}
+
+// Device returns a device of tenant.
+func (s *Service) Device(ctx context.Context, tenant, id string) (*tether.Device, error) {
+	return s.store.Device(ctx, tenant, id)
+}
+
+// Devices lists devices of a tenant.
+func (s *Service) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Device, error) {
+	return s.store.Devices(ctx, f)
+}
+
+// UpdateDevice changes a device's name, labels or metadata.
+func (s *Service) UpdateDevice(ctx context.Context, tenant, id string, u tether.DeviceUpdate) (*tether.Device, error) {
+	name := ""
+	if u.Name != nil {
+		name = *u.Name
+	}
+	if err := validateDevice(name, u.Labels); err != nil {
+		return nil, err
+	}
+	return s.store.UpdateDevice(ctx, tenant, id, u, s.now())
+}
+
+// DeleteDevice removes a device with its data and cuts its connections.
+func (s *Service) DeleteDevice(ctx context.Context, tenant, id string) error {
+	if err := s.store.DeleteDevice(ctx, tenant, id); err != nil {
+		return err
+	}
+	s.announce(tenant, id, EventDeleted)
+	return nil
+}
+
+// RotateToken gives a device a new token and returns it; the old one stops
+// working at once and the device's connections are cut, so a leaked token
+// is dead the moment it is rotated.
+func (s *Service) RotateToken(ctx context.Context, tenant, id string) (string, error) {
+	token := id + "." + randomSecret()
+	if err := s.store.SetDeviceToken(ctx, tenant, id, hash(token), s.now()); err != nil {
+		return "", err
+	}
+	s.announce(tenant, id, EventTokenRotated)
+	return token, nil
+}
+
+func (s *Service) announce(tenant, id, event string) {
+	if err := s.notify.PublishLifecycle(tenant, id, event); err != nil {
+		// The device is refused at its next connect anyway.
+		s.log.Warn("announce device event", "device", id, "event", event, "err", err)
+	}
+}
+
+var errBadCredentials = tether.Errorf(tether.EUNAUTHORIZED, "unknown device or wrong token")
+
+// AuthenticateDevice checks a device's token. If deviceID is not empty
+// (an MQTT username), the token must belong to that device. Every failure
+// is the same EUNAUTHORIZED error, so a caller learns nothing about which
+// devices exist.
+func (s *Service) AuthenticateDevice(ctx context.Context, deviceID, token string) (*tether.Device, error) {
+	id, _, ok := strings.Cut(token, ".")
+	if !ok || !tether.ValidID(id) || (deviceID != "" && deviceID != id) {
+		return nil, errBadCredentials
+	}
+	d, err := s.store.DeviceByID(ctx, id)
+	if tether.ErrorCode(err) == tether.ENOTFOUND {
+		return nil, errBadCredentials
+	} else if err != nil {
+		return nil, fmt.Errorf("authenticate device: %w", err)
+	}
+	if subtle.ConstantTimeCompare(d.TokenHash, hash(token)) != 1 {
+		return nil, errBadCredentials
+	}
+	return d, nil
+}
+
+// AuthenticateAPIKey returns the API key that key is.
+func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*tether.APIKey, error) {
+	bad := tether.Errorf(tether.EUNAUTHORIZED, "the API key is wrong or revoked; send Authorization: Bearer <key>")
+	if key == "" {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "an API key is required; send Authorization: Bearer <key>")
+	}
+	ids := []string{bootstrapKeyID}
+	if id, _, ok := strings.Cut(key, "."); ok && tether.ValidID(id) && id != bootstrapKeyID {
+		ids = []string{id, bootstrapKeyID}
+	}
+	h := hash(key)
+	for _, id := range ids {
+		k, err := s.store.APIKey(ctx, id)
+		if tether.ErrorCode(err) == tether.ENOTFOUND {
+			continue
+		} else if err != nil {
+			return nil, fmt.Errorf("authenticate api key: %w", err)
+		}
+		if subtle.ConstantTimeCompare(k.Hash, h) == 1 {
+			return k, nil
+		}
+	}
+	return nil, bad
+}
+
+func validateDevice(name string, labels map[string]string) error {
+	if len(name) > 256 {
+		return tether.Errorf(tether.EINVALID, "name is %d bytes; at most 256", len(name))
+	}
+	if len(labels) > 64 {
+		return tether.Errorf(tether.EINVALID, "%d labels; at most 64", len(labels))
+	}
+	for k, v := range labels {
+		if !tether.ValidID(k) {
+			return tether.Errorf(tether.EINVALID, "label key %q must be 1 to 64 letters, digits, '-' or '_'", truncate(k))
+		}
+		if len(v) > 256 {
+			return tether.Errorf(tether.EINVALID, "label %q is %d bytes; at most 256", k, len(v))
+		}
+	}
+	return nil
+}
+
+func hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux (Go 1.24+ panics instead)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func randomID() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return idEncoding.EncodeToString(b)
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
