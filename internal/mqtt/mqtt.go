@@ -67,7 +67,9 @@ func New(auth Authenticator, in Ingestor, o Options) (*Gateway, error) {
 	srv := mochi.New(&mochi.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       o.Logger.With("component", "mqtt"),
+		// The broker logs every client error, with whole packets, at
+		// warn; Tether logs what matters itself.
+		Logger: slog.New(minLevel{slog.LevelError, o.Logger.Handler()}).With("component", "mqtt"),
 	})
 	h := &hook{
 		srv: srv, auth: auth, in: in, log: o.Logger, timeout: o.PublishTimeout,
@@ -176,8 +178,13 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 			return packets.ErrServerUnavailable
 		}
 		h.log.Debug("mqtt connect refused", "username", truncate(user), "remote", cl.Net.Remote)
-		_ = h.srv.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
-		return packets.ErrNotAuthorized
+		code := packets.ErrNotAuthorized
+		if cl.Properties.ProtocolVersion < 5 {
+			// The broker maps this one to 3.1.1's 0x05 "not authorized".
+			code = packets.ErrBadUsernameOrPassword
+		}
+		_ = h.srv.SendConnack(cl, code, false, nil)
+		return code
 	}
 	h.mu.Lock()
 	e := h.devices[d.ID]
@@ -317,3 +324,19 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// minLevel drops records below a level.
+type minLevel struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.min, h.Handler.WithAttrs(as)}
+}
+
+func (h minLevel) WithGroup(g string) slog.Handler { return minLevel{h.min, h.Handler.WithGroup(g)} }
