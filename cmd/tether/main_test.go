@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/tether-iot/tether"
 	main "github.com/tether-iot/tether/cmd/tether"
 	"github.com/tether-iot/tether/internal/config"
 )
@@ -26,7 +27,7 @@ const adminKey = "test-admin-key-0123456789abcdef0123456789"
 // node is a Tether node running in-process on random ports.
 type node struct {
 	*main.Main
-	t    *testing.T
+	t    testing.TB
 	logs *syncBuffer
 }
 
@@ -48,7 +49,13 @@ func (s *syncBuffer) String() string {
 }
 
 // startNode runs a node with a temp data dir; edit may change the config.
-func startNode(t *testing.T, edit func(*config.Config)) *node {
+func startNode(t testing.TB, edit func(*config.Config)) *node {
+	t.Helper()
+	return startNodeWith(t, edit, nil)
+}
+
+// startNodeWith is startNode with a writer observer.
+func startNodeWith(t testing.TB, edit func(*config.Config), observe func([]tether.Message, time.Time)) *node {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
@@ -63,6 +70,7 @@ func startNode(t *testing.T, edit func(*config.Config)) *node {
 	}
 	logs := &syncBuffer{}
 	m := main.NewMain(cfg, adminKey, logs)
+	m.Observe = observe
 	if err := m.Run(context.Background()); err != nil {
 		m.Close()
 		t.Fatalf("start node: %v\n%s", err, logs)
@@ -177,7 +185,7 @@ func (n *node) waitStored(points uint64) {
 }
 
 // connect3 connects an MQTT 3.1.1 client (paho.mqtt.golang).
-func connect3(t *testing.T, addr, user, pass string) (paho3.Client, error) {
+func connect3(t testing.TB, addr, user, pass string) (paho3.Client, error) {
 	t.Helper()
 	opts := paho3.NewClientOptions().AddBroker("tcp://" + addr).
 		SetClientID(fmt.Sprintf("%s-%d", user, time.Now().UnixNano())).
@@ -292,3 +300,5 @@ func countLines(s, substr string) int {
 	}
 	return n
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }

@@ -147,7 +147,9 @@ func (w *Writer) flush(batch []Delivery) {
 		keep = append(keep, d)
 	}
 	for attempt := 0; ; attempt++ {
+		t0 := time.Now()
 		n, err := w.store.WriteMessages(context.Background(), msgs)
+		w.o.Logger.Debug("storage writer: batch", "messages", len(msgs), "points", n, "took", time.Since(t0))
 		if err == nil {
 			now := time.Now()
 			w.stored.Add(uint64(n))

@@ -1,0 +1,347 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/httpapi"
+)
+
+// openAPIDoc is the part of an OpenAPI document the tests read.
+type openAPIDoc struct {
+	OpenAPI  string                                `json:"openapi"`
+	Security []map[string][]string                 `json:"security"`
+	Paths    map[string]map[string]json.RawMessage `json:"paths"`
+}
+
+// operation is one method of a path. Security is a pointer so that an
+// explicit "security": [] (no key needed) differs from an absent one
+// (the document's global requirement applies).
+type operation struct {
+	OperationID string                     `json:"operationId"`
+	Security    *[]map[string][]string     `json:"security"`
+	Responses   map[string]json.RawMessage `json:"responses"`
+}
+
+// methods are the keys of a path item that name operations.
+var methods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+// route is one documented operation.
+type route struct {
+	method, path string
+	op           operation
+}
+
+func (r route) String() string { return r.method + " " + r.path }
+
+// loadOpenAPI reads openapi.json and returns its bytes, its generic tree
+// (for $ref resolution) and its operations in a stable order.
+func loadOpenAPI(t *testing.T) (raw []byte, tree map[string]any, doc openAPIDoc, routes []route) {
+	t.Helper()
+	raw, err := os.ReadFile("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &tree); err != nil {
+		t.Fatalf("openapi.json is not valid JSON: %v", err)
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("openapi.json does not have the shape of an OpenAPI document: %v", err)
+	}
+	for path, item := range doc.Paths {
+		for key, v := range item {
+			if !slices.Contains(methods, key) {
+				continue // parameters, summary, description
+			}
+			var op operation
+			if err := json.Unmarshal(v, &op); err != nil {
+				t.Fatalf("%s %s: %v", strings.ToUpper(key), path, err)
+			}
+			routes = append(routes, route{strings.ToUpper(key), path, op})
+		}
+	}
+	slices.SortFunc(routes, func(a, b route) int { return strings.Compare(a.String(), b.String()) })
+	return raw, tree, doc, routes
+}
+
+// newServer returns a server over fakes whose every call succeeds, so a
+// request that reaches a handler answers with a success status unless the
+// request itself is wrong.
+func newServer(t *testing.T) *httpapi.Server {
+	t.Helper()
+	srv, err := httpapi.New(fakeRegistry{}, fakeTelemetry{}, fakeStats{}, httpapi.Options{
+		Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// New binds a listener, which only Serve's shutdown closes.
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return srv
+}
+
+var pathParam = regexp.MustCompile(`\{[^}]+\}`)
+
+// call sends method and a documented path, with its parameters set to
+// "x", through h, with the API key if withKey.
+func call(h http.Handler, method, path string, withKey bool) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, pathParam.ReplaceAllString(path, "x"), nil)
+	if withKey {
+		req.Header.Set("Authorization", "Bearer "+testKey)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// unrouted reports whether the mux found no handler for the request: a
+// 405, or the catch-all's 404 problem for unknown /api/ paths.
+func unrouted(rec *httptest.ResponseRecorder) bool {
+	if rec.Code == http.StatusMethodNotAllowed {
+		return true
+	}
+	var p httpapi.Problem
+	return rec.Code == http.StatusNotFound &&
+		json.Unmarshal(rec.Body.Bytes(), &p) == nil && strings.HasPrefix(p.Detail, "no API route")
+}
+
+func TestOpenAPI(t *testing.T) {
+	raw, tree, doc, routes := loadOpenAPI(t)
+	h := newServer(t).Handler()
+
+	t.Run("the document is OpenAPI 3.1 JSON", func(t *testing.T) {
+		if !strings.HasPrefix(doc.OpenAPI, "3.1.") {
+			t.Errorf("openapi is %q, want 3.1.x", doc.OpenAPI)
+		}
+		if len(routes) == 0 {
+			t.Fatal("the document has no operations")
+		}
+	})
+
+	t.Run("the document is indented with two spaces as json.Indent does it", func(t *testing.T) {
+		var want bytes.Buffer
+		if err := json.Indent(&want, bytes.TrimSpace(raw), "", "  "); err != nil {
+			t.Fatal(err)
+		}
+		want.WriteByte('\n')
+		if !bytes.Equal(raw, want.Bytes()) {
+			t.Error("openapi.json is not tidy; reformat it with json.Indent (two spaces, one trailing newline)")
+		}
+	})
+
+	t.Run("the server serves this document", func(t *testing.T) {
+		rec := call(h, "GET", "/api/v1/openapi.json", false)
+		if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), raw) {
+			t.Errorf("GET /api/v1/openapi.json: status %d, body differs from openapi.json: %t", rec.Code, !bytes.Equal(rec.Body.Bytes(), raw))
+		}
+	})
+
+	t.Run("every operation has a unique operationId and a 2xx response", func(t *testing.T) {
+		seen := map[string]string{}
+		for _, r := range routes {
+			if r.op.OperationID == "" {
+				t.Errorf("%s has no operationId", r)
+			} else if other, dup := seen[r.op.OperationID]; dup {
+				t.Errorf("%s and %s share operationId %q", other, r, r.op.OperationID)
+			}
+			seen[r.op.OperationID] = r.String()
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(r.op.Responses)), func(s string) bool { return len(s) == 3 && s[0] == '2' }) {
+				t.Errorf("%s has no 2xx response", r)
+			}
+		}
+	})
+
+	t.Run("every $ref resolves and every component is referenced", func(t *testing.T) {
+		refs := map[string]bool{}
+		walkRefs(tree, func(ref string) { refs[ref] = true })
+		for ref := range refs {
+			if _, err := resolve(tree, ref); err != nil {
+				t.Errorf("$ref %q: %v", ref, err)
+			}
+		}
+		components, _ := tree["components"].(map[string]any)
+		for _, kind := range []string{"schemas", "responses", "parameters", "headers", "requestBodies"} {
+			group, _ := components[kind].(map[string]any)
+			for name := range group {
+				if ref := "#/components/" + kind + "/" + name; !refs[ref] {
+					t.Errorf("%s is never referenced", ref)
+				}
+			}
+		}
+	})
+
+	for _, r := range routes {
+		t.Run(fmt.Sprintf("%s is served and answers with a documented status", r), func(t *testing.T) {
+			rec := call(h, r.method, r.path, true)
+			if unrouted(rec) {
+				t.Fatalf("the server has no route for it: %d %s", rec.Code, rec.Body)
+			}
+			if _, ok := r.op.Responses[strconv.Itoa(rec.Code)]; !ok {
+				t.Errorf("status %d is not among its responses; body %s", rec.Code, rec.Body)
+			}
+		})
+	}
+
+	for _, r := range routes {
+		needsKey := len(doc.Security) > 0
+		if r.op.Security != nil {
+			needsKey = len(*r.op.Security) > 0
+		}
+		name := fmt.Sprintf("%s answers without an API key", r)
+		if needsKey {
+			name = fmt.Sprintf("%s refuses a request without an API key with 401", r)
+		}
+		t.Run(name, func(t *testing.T) {
+			rec := call(h, r.method, r.path, false)
+			switch {
+			case needsKey && rec.Code != http.StatusUnauthorized:
+				t.Errorf("status %d, want 401; body %s", rec.Code, rec.Body)
+			case needsKey && r.op.Responses["401"] == nil:
+				t.Error("401 is not among its responses")
+			case !needsKey && rec.Code/100 != 2:
+				t.Errorf("status %d, want 2xx; body %s", rec.Code, rec.Body)
+			}
+		})
+	}
+
+	// The converse check is partial: the mux cannot list its patterns, so
+	// a route on a path the document lacks altogether goes unnoticed, but
+	// a method missing from a documented path does not.
+	t.Run("methods the document leaves out of a path are not served", func(t *testing.T) {
+		for path, item := range doc.Paths {
+			for _, m := range []string{"get", "post", "put", "patch", "delete"} {
+				if _, ok := item[m]; ok {
+					continue
+				}
+				if rec := call(h, strings.ToUpper(m), path, true); !unrouted(rec) {
+					t.Errorf("%s %s is served (%d) but not documented", strings.ToUpper(m), path, rec.Code)
+				}
+			}
+		}
+	})
+}
+
+// walkRefs calls f with every "$ref" value in v.
+func walkRefs(v any, f func(string)) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if s, ok := e.(string); ok && k == "$ref" {
+				f(s)
+				continue
+			}
+			walkRefs(e, f)
+		}
+	case []any:
+		for _, e := range v {
+			walkRefs(e, f)
+		}
+	}
+}
+
+// resolve follows a local JSON pointer reference, "#/a/b".
+func resolve(tree map[string]any, ref string) (any, error) {
+	pointer, ok := strings.CutPrefix(ref, "#/")
+	if !ok {
+		return nil, fmt.Errorf("not a reference within the document")
+	}
+	var v any = tree
+	for _, tok := range strings.Split(pointer, "/") {
+		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%q is not inside an object", tok)
+		}
+		if v, ok = m[tok]; !ok {
+			return nil, fmt.Errorf("no %q", tok)
+		}
+	}
+	return v, nil
+}
+
+const testKey = "ak_test.secret"
+
+// fakeRegistry knows one admin key, testKey, and answers every device
+// call with the same device.
+type fakeRegistry struct{}
+
+var _ httpapi.Registry = fakeRegistry{}
+
+func fakeDevice(id string) *tether.Device {
+	return &tether.Device{TenantID: tether.DefaultTenantID, ID: id, Labels: map[string]string{}, Metadata: map[string]any{}}
+}
+
+func (fakeRegistry) AuthenticateAPIKey(_ context.Context, key string) (*tether.APIKey, error) {
+	if key != testKey {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "wrong API key")
+	}
+	return &tether.APIKey{TenantID: tether.DefaultTenantID, ID: "ak_test", Role: tether.RoleAdmin}, nil
+}
+
+func (fakeRegistry) CreateDevice(_ context.Context, _ string, d tether.Device) (*tether.Device, string, error) {
+	return fakeDevice(d.ID), d.ID + ".secret", nil
+}
+
+func (fakeRegistry) Device(_ context.Context, _, id string) (*tether.Device, error) {
+	return fakeDevice(id), nil
+}
+
+func (fakeRegistry) Devices(context.Context, tether.DeviceFilter) ([]*tether.Device, error) {
+	return []*tether.Device{fakeDevice("x")}, nil
+}
+
+func (fakeRegistry) UpdateDevice(_ context.Context, _, id string, _ tether.DeviceUpdate) (*tether.Device, error) {
+	return fakeDevice(id), nil
+}
+
+func (fakeRegistry) DeleteDevice(context.Context, string, string) error { return nil }
+
+func (fakeRegistry) RotateToken(_ context.Context, _, id string) (string, error) {
+	return id + ".secret", nil
+}
+
+// fakeTelemetry has no points.
+type fakeTelemetry struct{}
+
+var _ httpapi.Telemetry = fakeTelemetry{}
+
+func (fakeTelemetry) Telemetry(context.Context, tether.TelemetryQuery) ([]tether.Series, error) {
+	return nil, nil
+}
+
+func (fakeTelemetry) Latest(context.Context, string, string) ([]tether.Latest, error) {
+	return nil, nil
+}
+
+// fakeStats counts nothing.
+type fakeStats struct{}
+
+var _ httpapi.Stats = fakeStats{}
+
+func (fakeStats) Refused(string) uint64 { return 0 }
+func (fakeStats) Stats() any            { return struct{}{} }
