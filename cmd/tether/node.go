@@ -75,7 +75,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if m.Bus, err = bus.Open(ctx, bus.Options{
 		URL: cfg.NATSURL, StoreDir: filepath.Join(cfg.DataDir, "nats"), ListenAddr: cfg.NATSAddr,
-		MaxBytes: cfg.BusMaxBytes, Logger: m.log.With("component", "bus"),
+		MaxBytes: cfg.BusMaxBytes, Durables: []string{storageConsumer}, Logger: m.log.With("component", "bus"),
 	}); err != nil {
 		return fmt.Errorf("open bus: %w", err)
 	}
@@ -117,9 +117,13 @@ func (m *Main) Run(ctx context.Context) error {
 	return nil
 }
 
+// storageConsumer is the durable consumer of the storage writer; nodes
+// sharing a bus share its work.
+const storageConsumer = "storage"
+
 // consumeTelemetry adapts the bus to the writer's Source.
 func (m *Main) consumeTelemetry(ctx context.Context, maxPending int, handle func(writer.Delivery)) (func(), error) {
-	c, err := m.Bus.ConsumeTelemetry(ctx, "storage", maxPending, func(msg bus.Msg) { handle(msg) })
+	c, err := m.Bus.ConsumeTelemetry(ctx, storageConsumer, maxPending, func(msg bus.Msg) { handle(msg) })
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,11 @@ type Options struct {
 	// MaxBytes caps the telemetry stream. When it is full new messages are
 	// refused (and devices are told), never old ones silently dropped.
 	MaxBytes int
+	// Durables are the durable consumers of the telemetry stream, created
+	// at Open, before anything is published: with interest retention a
+	// message that no consumer is interested in is dropped at once, so
+	// every consumer that must see all telemetry has to exist first.
+	Durables []string
 	Logger   *slog.Logger
 }
 
@@ -122,6 +127,12 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("create stream %s: %w", TelemetryStream, err)
+	}
+	for _, d := range o.Durables {
+		if _, err := js.CreateOrUpdateConsumer(ctx, TelemetryStream, consumerConfig(d, 0)); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("create consumer %s: %w", d, err)
+		}
 	}
 	return b, nil
 }
@@ -213,13 +224,7 @@ func (c *Consumption) Stop() {
 // work. handle is called from one goroutine; at most maxPending messages
 // are unacknowledged at once.
 func (b *Bus) ConsumeTelemetry(ctx context.Context, durable string, maxPending int, handle func(Msg)) (*Consumption, error) {
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, TelemetryStream, jetstream.ConsumerConfig{
-		Durable:       durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: maxPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, TelemetryStream, consumerConfig(durable, maxPending))
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", durable, err)
 	}
@@ -232,6 +237,19 @@ func (b *Bus) ConsumeTelemetry(ctx context.Context, durable string, maxPending i
 		return nil, fmt.Errorf("consume %s: %w", durable, err)
 	}
 	return &Consumption{cc}, nil
+}
+
+func consumerConfig(durable string, maxPending int) jetstream.ConsumerConfig {
+	if maxPending <= 0 {
+		maxPending = 1000
+	}
+	return jetstream.ConsumerConfig{
+		Durable:       durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: maxPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
 }
 
 // PublishLifecycle announces a registry event of a device (for example
@@ -257,6 +275,7 @@ func (b *Bus) SubscribeLifecycle(fn func(tenant, device, event string)) (unsubsc
 		return nil, fmt.Errorf("subscribe lifecycle: %w", err)
 	}
 	if err := b.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("subscribe lifecycle: %w", err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil

@@ -10,6 +10,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -149,15 +150,63 @@ func lookupEnv(getenv func(string) string, name string) (string, bool) {
 }
 
 func loadFile(c *Config, path string) error {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config file: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			if serr := badFileValue(path, data); serr != nil {
+				return serr
+			}
+		}
 		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// badFileValue returns, as *Error, the first setting in a YAML file whose
+// value does not fit its type (writer_batch: lots, writer_max_delay: 10),
+// so that it is reported under the setting's three names like a wrong
+// flag or environment variable. yaml's own error gives only a line. It
+// returns nil when every known key's value fits, for instance when the
+// file's only fault is an unknown key, which yaml's error names.
+func badFileValue(path string, data []byte) error {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	var scratch Config
+	byKey := map[string]field{}
+	for _, f := range fields(&scratch) {
+		byKey[f.key] = f
+	}
+	m := doc.Content[0].Content
+	for i := 0; i+1 < len(m); i += 2 {
+		f, ok := byKey[m[i].Value]
+		if !ok {
+			continue
+		}
+		v := m[i+1]
+		err := v.Decode(f.v.Addr().Interface())
+		if err == nil {
+			continue
+		}
+		msg := err.Error()
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			msg = strings.Join(te.Errors, "; ")
+		}
+		// A scalar gets the same words as in a flag or the environment.
+		if v.Kind == yaml.ScalarNode {
+			if serr := f.set(v.Value); serr != nil {
+				msg = serr.Error()
+			}
+		}
+		return &Error{Key: f.key, Msg: fmt.Sprintf("%s (%s line %d)", msg, path, v.Line)}
 	}
 	return nil
 }
@@ -167,9 +216,10 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		return &Error{"data_dir", "must not be empty"}
 	}
-	for key, addr := range map[string]string{"http_addr": c.HTTPAddr, "mqtt_addr": c.MQTTAddr} {
-		if err := checkAddr(addr); err != nil {
-			return &Error{key, err.Error()}
+	// A slice, not a map, so that "first" is the same on every run.
+	for _, a := range []struct{ key, addr string }{{"http_addr", c.HTTPAddr}, {"mqtt_addr", c.MQTTAddr}} {
+		if err := checkAddr(a.addr); err != nil {
+			return &Error{a.key, err.Error()}
 		}
 	}
 	if c.NATSAddr != "" {
