@@ -24,12 +24,15 @@ var (
 	loadDevices  = flag.Int("load.devices", 1000, "simulated devices in BenchmarkEndToEnd")
 	loadDuration = flag.Duration("load.duration", 20*time.Second, "measured time of BenchmarkEndToEnd, after warm-up")
 	loadKeys     = flag.Int("load.keys", 10, "values (points) per message in BenchmarkEndToEnd")
+	loadRate     = flag.Float64("load.rate", 5, "messages per second per device; 0 publishes as fast as PUBACKs come back")
 )
 
 // BenchmarkEndToEnd runs the same load against Tether and, when it is
 // installed, Mosquitto in one run: N devices, each publishing QoS 1
-// telemetry of K values and waiting for each PUBACK before the next (as a
-// device with one message in flight does). For Tether it measures points
+// telemetry of K values at R messages a second and waiting for each PUBACK
+// before the next (as a device with one message in flight does); with R = 0
+// each publishes as fast as its PUBACKs come back, which finds the
+// capacity. For Tether it measures points
 // durably stored per second and publish-to-stored latency (from the
 // device's timestamp to the commit of the storage transaction); for both
 // it measures PUBACKs per second and publish-to-PUBACK latency, so the
@@ -97,7 +100,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 	})
 	if len(results) == 2 {
 		t, m := results[0], results[1]
-		fmt.Printf("\nSIDE BY SIDE (devices=%d, %d values/message, %s measured)\n", *loadDevices, *loadKeys, *loadDuration)
+		fmt.Printf("\nSIDE BY SIDE (devices=%d, %d values/message, %.1f messages/s/device (0 = as fast as acked), %s measured)\n",
+			*loadDevices, *loadKeys, *loadRate, *loadDuration)
 		fmt.Printf("  acks/s          tether %.0f  mosquitto %.0f  ratio %.2f\n", t.acksPerSec, m.acksPerSec, t.acksPerSec/m.acksPerSec)
 		fmt.Printf("  ack p50 ms      tether %.2f  mosquitto %.2f  ratio %.2f\n", ms(t.ackP50), ms(m.ackP50), ms(t.ackP50)/ms(m.ackP50))
 		fmt.Printf("  ack p99 ms      tether %.2f  mosquitto %.2f  ratio %.2f\n", ms(t.ackP99), ms(m.ackP99), ms(t.ackP99)/ms(m.ackP99))
@@ -199,7 +203,18 @@ func runLoad(b *testing.B, addr string, users [][2]string, phase func(string)) l
 			topic := "devices/" + users[i][0] + "/telemetry"
 			var sb strings.Builder
 			local := make([]time.Duration, 0, 1024)
+			var tick *time.Ticker
+			if *loadRate > 0 {
+				// Spread the devices' first messages over one period.
+				period := time.Duration(float64(time.Second) / *loadRate)
+				time.Sleep(time.Duration(i) * period / time.Duration(len(clients)))
+				tick = time.NewTicker(period)
+				defer tick.Stop()
+			}
 			for v := 0; !stop.Load(); v++ {
+				if tick != nil {
+					<-tick.C
+				}
 				sent := time.Now()
 				sb.Reset()
 				fmt.Fprintf(&sb, `{"ts":%.3f`, float64(sent.UnixMicro())/1000)

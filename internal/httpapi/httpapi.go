@@ -127,8 +127,6 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-type ctxKey struct{}
-
 // authenticated checks the bearer API key and runs h with it.
 func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

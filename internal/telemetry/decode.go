@@ -541,7 +541,8 @@ func (d *decoder) timestamp() (time.Time, *Error) {
 	)
 	switch c := d.peek(); {
 	case c == '"':
-		raw, escaped, ok := d.str()
+		var escaped, ok bool
+		raw, escaped, ok = d.str()
 		if !ok {
 			return t, d.syntax()
 		}
