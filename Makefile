@@ -22,6 +22,7 @@ run: build
 
 test: vet staticcheck
 	$(GO) test -race -timeout 9m ./...
+	$(GO) test -race -tags modernc ./internal/store/sqlite/
 
 vet:
 	$(GO) vet ./...

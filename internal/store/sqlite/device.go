@@ -1,0 +1,383 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tether-iot/tether"
+)
+
+// MaxDevicesPage is the largest page Devices returns, and the page size
+// it uses when the filter asks for none.
+const MaxDevicesPage = 1000
+
+const deviceColumns = `d.id, d.tenant_id, d.name, d.labels, d.metadata, d.token_hash,
+	d.created_at, d.updated_at, d.last_seen_at`
+
+// scanDevice reads a row of deviceColumns.
+func scanDevice(row interface{ Scan(...any) error }) (*tether.Device, error) {
+	var (
+		d                tether.Device
+		labels, metadata string
+		created, updated int64
+		lastSeen         sql.NullInt64
+	)
+	if err := row.Scan(&d.ID, &d.TenantID, &d.Name, &labels, &metadata, &d.TokenHash,
+		&created, &updated, &lastSeen); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(labels), &d.Labels); err != nil {
+		return nil, fmt.Errorf("device %s: labels: %w", d.ID, err)
+	}
+	if err := json.Unmarshal([]byte(metadata), &d.Metadata); err != nil {
+		return nil, fmt.Errorf("device %s: metadata: %w", d.ID, err)
+	}
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	if d.Metadata == nil {
+		d.Metadata = map[string]any{}
+	}
+	d.CreatedAt = fromNanos(created)
+	d.UpdatedAt = fromNanos(updated)
+	d.LastSeenAt = timePtr(lastSeen)
+	return &d, nil
+}
+
+// encodeMaps returns the JSON of a device's labels and metadata; nil maps
+// are stored as empty objects.
+func encodeMaps(labels map[string]string, metadata map[string]any) (string, string, error) {
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if metadata == nil {
+		metadata = map[string]any{}
+	}
+	l, err := json.Marshal(labels)
+	if err != nil {
+		return "", "", tether.Errorf(tether.EINVALID, "labels: %v", err)
+	}
+	m, err := json.Marshal(metadata)
+	if err != nil {
+		return "", "", tether.Errorf(tether.EINVALID, "metadata cannot be stored as JSON: %v", err)
+	}
+	return string(l), string(m), nil
+}
+
+// insertLabels adds a device's labels to the device_labels index table.
+func insertLabels(ctx context.Context, tx *sql.Tx, tenantID, deviceID string, labels map[string]string) error {
+	if len(labels) == 0 {
+		return nil
+	}
+	stmt, err := tx.PrepareContext(ctx, "INSERT INTO device_labels (device_id, tenant_id, key, value) VALUES (?, ?, ?, ?)")
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for k, v := range labels {
+		if _, err := stmt.ExecContext(ctx, deviceID, tenantID, k, v); err != nil {
+			return fmt.Errorf("label %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// CreateDevice stores a new device. It fills in a zero CreatedAt with the
+// current time, a zero UpdatedAt with CreatedAt and nil Labels and
+// Metadata with empty maps. It returns an ECONFLICT error if a device with
+// the ID exists in any tenant, and an ENOTFOUND error if the tenant does
+// not exist.
+func (db *DB) CreateDevice(ctx context.Context, d *tether.Device) error {
+	if !tether.ValidID(d.ID) {
+		return tether.Errorf(tether.EINVALID, "invalid device id %q", d.ID)
+	}
+	if !tether.ValidID(d.TenantID) {
+		return tether.Errorf(tether.EINVALID, "invalid tenant id %q", d.TenantID)
+	}
+	labels, metadata, err := encodeMaps(d.Labels, d.Metadata)
+	if err != nil {
+		return err
+	}
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = time.Now()
+	}
+	d.CreatedAt = d.CreatedAt.UTC()
+	if d.UpdatedAt.IsZero() {
+		d.UpdatedAt = d.CreatedAt
+	}
+	d.UpdatedAt = d.UpdatedAt.UTC()
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	}
+	if d.Metadata == nil {
+		d.Metadata = map[string]any{}
+	}
+	err = db.inWriteTx(ctx, func(tx *sql.Tx) error { return insertDevice(ctx, tx, d, labels, metadata) })
+	if err != nil {
+		return fmt.Errorf("create device %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// insertDevice inserts the row and labels of a device whose labels and
+// metadata are encoded already.
+func insertDevice(ctx context.Context, tx *sql.Tx, d *tether.Device, labels, metadata string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO devices
+		(id, tenant_id, name, labels, metadata, token_hash, created_at, updated_at, last_seen_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		d.ID, d.TenantID, d.Name, labels, metadata, d.TokenHash,
+		nanos(d.CreatedAt), nanos(d.UpdatedAt), nullNanos(d.LastSeenAt))
+	switch constraintOf(err) {
+	case uniqueConstraint:
+		return tether.Errorf(tether.ECONFLICT, "device %q already exists", d.ID)
+	case foreignKeyConstraint:
+		return tether.Errorf(tether.ENOTFOUND, "tenant %q not found", d.TenantID)
+	}
+	if err != nil {
+		return err
+	}
+	return insertLabels(ctx, tx, d.TenantID, d.ID, d.Labels)
+}
+
+// Device returns the device with the ID in the tenant, or an ENOTFOUND
+// error if there is none (also when the ID belongs to another tenant).
+func (db *DB) Device(ctx context.Context, tenantID, id string) (*tether.Device, error) {
+	d, err := scanDevice(db.read.QueryRowContext(ctx,
+		"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ? AND d.tenant_id = ?", id, tenantID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, deviceNotFound(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// DeviceByID returns the device with the ID in whichever tenant it is, for
+// authenticating a device that names itself without its tenant. It returns
+// an ENOTFOUND error if there is none.
+func (db *DB) DeviceByID(ctx context.Context, id string) (*tether.Device, error) {
+	d, err := scanDevice(db.read.QueryRowContext(ctx,
+		"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, deviceNotFound(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+func deviceNotFound(id string) error {
+	return tether.Errorf(tether.ENOTFOUND, "device %q not found", id)
+}
+
+// Devices returns one page of the tenant's devices that carry all of
+// f.Labels, in ID order, starting after the ID f.After. A page holds at
+// most f.Limit devices, and MaxDevicesPage if f.Limit is out of (0,
+// MaxDevicesPage].
+//
+// Labels are matched through the device_labels table rather than with
+// json_extract on the devices' JSON: a selector then reads one index range
+// (tenant, key, value, id > after) in ID order and stops after a page, so
+// its cost follows the page size, not the tenant's number of devices. With
+// json_extract every page of a selective selector scans and parses every
+// device of the tenant after the cursor. BenchmarkDevices, 100k devices, a
+// page of 100: a label on 10 devices takes 0.06 ms through the table and
+// 21 ms through json_extract; a label on 10% of them 0.3 ms and 0.5 ms.
+// The price is a second write per label when a device is created or its
+// labels change, which is rare.
+func (db *DB) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Device, error) {
+	limit := f.Limit
+	if limit <= 0 || limit > MaxDevicesPage {
+		limit = MaxDevicesPage
+	}
+	var (
+		q    strings.Builder
+		args []any
+	)
+	if len(f.Labels) == 0 {
+		q.WriteString("SELECT " + deviceColumns + ` FROM devices d
+			WHERE d.tenant_id = ? AND d.id > ? ORDER BY d.id LIMIT ?`)
+		args = append(args, f.TenantID, f.After, limit)
+	} else {
+		keys, err := db.labelsBySelectivity(ctx, f)
+		if err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		// The first label drives the scan: its index range is walked in
+		// device ID order, and each device found is checked for the other
+		// labels by primary key. CROSS JOIN is SQLite's way to fix that
+		// join order; its planner has no statistics to choose it.
+		q.WriteString("SELECT " + deviceColumns + " FROM device_labels l0 CROSS JOIN devices d")
+		for i, k := range keys[1:] {
+			fmt.Fprintf(&q, " JOIN device_labels l%[1]d ON l%[1]d.device_id = d.id AND l%[1]d.key = ? AND l%[1]d.value = ?", i+1)
+			args = append(args, k, f.Labels[k])
+		}
+		q.WriteString(` WHERE l0.tenant_id = ? AND l0.key = ? AND l0.value = ? AND l0.device_id > ?
+			AND d.id = l0.device_id ORDER BY l0.device_id LIMIT ?`)
+		args = append(args, f.TenantID, keys[0], f.Labels[keys[0]], f.After, limit)
+	}
+	rows, err := db.read.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	devices := []*tether.Device{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		devices = append(devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return devices, nil
+}
+
+// selectivityProbe caps how many devices labelsBySelectivity counts per
+// label: enough to tell a rare label from a common one, cheap enough
+// (tens of microseconds) to do on every multi-label listing.
+const selectivityProbe = 1000
+
+// labelsBySelectivity returns the keys of f.Labels with the key matching
+// the fewest devices after the cursor first, so that a selector such as
+// site=north,serial=123 walks the devices with serial 123, not every device
+// in the north. At 100k devices that is 0.1 ms instead of 4 ms
+// (BenchmarkDevices, selector=dense+sparse).
+func (db *DB) labelsBySelectivity(ctx context.Context, f tether.DeviceFilter) ([]string, error) {
+	keys := slices.Sorted(maps.Keys(f.Labels))
+	if len(keys) == 1 {
+		return keys, nil
+	}
+	counts := make(map[string]int, len(keys))
+	for _, k := range keys {
+		var n int
+		err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM device_labels
+			WHERE tenant_id = ? AND key = ? AND value = ? AND device_id > ? LIMIT ?)`,
+			f.TenantID, k, f.Labels[k], f.After, selectivityProbe).Scan(&n)
+		if err != nil {
+			return nil, err
+		}
+		counts[k] = n
+	}
+	slices.SortStableFunc(keys, func(a, b string) int { return counts[a] - counts[b] })
+	return keys, nil
+}
+
+// UpdateDevice changes the fields of the device that u names, sets its
+// UpdatedAt to now and returns the device as stored. Non-nil Labels and
+// Metadata replace the whole map. It returns an ENOTFOUND error if the
+// tenant has no such device.
+func (db *DB) UpdateDevice(ctx context.Context, tenantID, id string, u tether.DeviceUpdate, now time.Time) (*tether.Device, error) {
+	var d *tether.Device
+	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		d, err = scanDevice(tx.QueryRowContext(ctx,
+			"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ? AND d.tenant_id = ?", id, tenantID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return deviceNotFound(id)
+		}
+		if err != nil {
+			return err
+		}
+		if u.Name != nil {
+			d.Name = *u.Name
+		}
+		if u.Labels != nil {
+			d.Labels = u.Labels
+		}
+		if u.Metadata != nil {
+			d.Metadata = u.Metadata
+		}
+		d.UpdatedAt = now.UTC()
+		labels, metadata, err := encodeMaps(d.Labels, d.Metadata)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET name = ?, labels = ?, metadata = ?, updated_at = ?
+			WHERE id = ?`, d.Name, labels, metadata, nanos(d.UpdatedAt), id); err != nil {
+			return err
+		}
+		if u.Labels == nil {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM device_labels WHERE device_id = ?", id); err != nil {
+			return err
+		}
+		return insertLabels(ctx, tx, tenantID, id, d.Labels)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// SetDeviceToken stores the hash of a device's new token, replacing any
+// old one, and sets its UpdatedAt to now. It returns an ENOTFOUND error if
+// the tenant has no such device.
+func (db *DB) SetDeviceToken(ctx context.Context, tenantID, id string, hash []byte, now time.Time) error {
+	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE devices SET token_hash = ?, updated_at = ? WHERE id = ? AND tenant_id = ?",
+			hash, nanos(now), id, tenantID)
+		if err != nil {
+			return err
+		}
+		return mustAffect(res, id)
+	})
+	if err != nil {
+		return fmt.Errorf("set device token %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteDevice deletes the device with its labels, telemetry and latest
+// values in one transaction. It returns an ENOTFOUND error if the tenant
+// has no such device.
+func (db *DB) DeleteDevice(ctx context.Context, tenantID, id string) error {
+	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM devices WHERE id = ? AND tenant_id = ?", id, tenantID)
+		if err != nil {
+			return err
+		}
+		if err := mustAffect(res, id); err != nil {
+			return err
+		}
+		// device_labels goes by its foreign key's ON DELETE CASCADE; the
+		// points have no foreign key (see the telemetry table).
+		for _, q := range []string{
+			"DELETE FROM telemetry WHERE device_id = ?",
+			"DELETE FROM latest WHERE device_id = ?",
+		} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete device %s: %w", id, err)
+	}
+	return nil
+}
+
+// mustAffect returns an ENOTFOUND error for device id if res changed no row.
+func mustAffect(res sql.Result, id string) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return deviceNotFound(id)
+	}
+	return nil
+}
