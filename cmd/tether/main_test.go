@@ -302,3 +302,20 @@ func countLines(s, substr string) int {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// doJSON sends req and decodes a 2xx JSON answer into out.
+func doJSON(req *http.Request, out any) error {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, b)
+	}
+	return json.Unmarshal(b, out)
+}
