@@ -77,6 +77,15 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
+	// Checkpoint every 20,000 WAL pages (80 MiB) instead of SQLite's
+	// 1,000: the writer touches thousands of series per batch, and a page
+	// rewritten many times between checkpoints is copied into the database
+	// once. Measured end to end at 50,000 points/s: publish-to-stored p99
+	// from about 1 s down to about 350 ms.
+	if _, err := write.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 20000"); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
 	if err := migrate(ctx, write); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)

@@ -1,0 +1,92 @@
+package tether_test
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestEveryPackageHasADocComment keeps the rule that each package says
+// what its job is.
+func TestEveryPackageHasADocComment(t *testing.T) {
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		if name := d.Name(); path != "." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules" || name == "data") {
+			return filepath.SkipDir
+		}
+		pkgs, err := parser.ParseDir(token.NewFileSet(), path, func(fi os.FileInfo) bool {
+			return !strings.HasSuffix(fi.Name(), "_test.go")
+		}, parser.ParseComments|parser.PackageClauseOnly)
+		if err != nil {
+			return err
+		}
+		for name, p := range pkgs {
+			documented := false
+			for _, f := range p.Files {
+				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
+					documented = true
+				}
+			}
+			t.Run(path+" has a package doc comment", func(t *testing.T) {
+				if !documented {
+					t.Errorf("package %s in %s has no doc comment", name, path)
+				}
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDependenciesPointInward keeps the architecture: the domain package
+// uses the standard library only, and no internal package but cmd/tether
+// wires gateways, bus and stores together.
+func TestDependenciesPointInward(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go command")
+	}
+	const mod = "github.com/tether-iot/tether"
+	deps := func(t *testing.T, pkg string) []string {
+		t.Helper()
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		return strings.Fields(string(out))
+	}
+	rules := []struct {
+		pkg       string
+		forbidden []string // import path prefixes
+	}{
+		{mod, []string{""}}, // anything outside the standard library
+		{mod + "/internal/mqtt", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/httpapi", mod + "/internal/registry", mod + "/internal/writer"}},
+		{mod + "/internal/httpapi", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/registry", mod + "/internal/writer"}},
+		{mod + "/internal/store/sqlite", []string{mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi", mod + "/internal/registry", mod + "/internal/writer", mod + "/internal/ingest"}},
+		{mod + "/internal/bus", []string{mod + "/internal/"}},
+		{mod + "/internal/writer", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi"}},
+		{mod + "/internal/registry", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi"}},
+		{mod + "/internal/ingest", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi"}},
+	}
+	for _, r := range rules {
+		t.Run(strings.TrimPrefix(r.pkg, mod+"/")+" depends only inward", func(t *testing.T) {
+			for _, d := range deps(t, r.pkg) {
+				if d == r.pkg {
+					continue
+				}
+				for _, f := range r.forbidden {
+					if strings.HasPrefix(d, f) {
+						t.Errorf("%s imports %s", r.pkg, d)
+					}
+				}
+			}
+		})
+	}
+}
