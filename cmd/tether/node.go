@@ -183,7 +183,7 @@ func (m *Main) Close() error {
 		}
 	}
 	if m.Writer != nil {
-		m.Writer.Close()
+		errs = append(errs, m.Writer.Close(ctx))
 	}
 	if m.Bus != nil {
 		errs = append(errs, m.Bus.Close())

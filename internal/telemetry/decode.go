@@ -73,6 +73,10 @@ const (
 	ReasonTooManyPoints = "too_many_points"
 	ReasonBadTS         = "bad_ts"
 	ReasonTSOutOfRange  = "ts_out_of_range"
+	// ReasonDuplicatePoint: a batch has two values of one key at one time.
+	// Storage keeps one value per key and time, so accepting it would lose
+	// one of them silently.
+	ReasonDuplicatePoint = "duplicate_point"
 )
 
 // Error is why a payload was refused. Reason is a short snake_case word
@@ -148,7 +152,32 @@ func Decode(payload []byte, now time.Time, lim Limits) ([]tether.Point, error) {
 		}
 		return nil, err
 	}
+	if d.elem > 0 {
+		if err := duplicatePoint(d.pts); err != nil {
+			return nil, err
+		}
+	}
 	return d.pts, nil
+}
+
+// duplicatePoint refuses a batch with two values of one key at one time,
+// typically elements that have no ts of their own and so all get the time
+// of arrival.
+func duplicatePoint(pts []tether.Point) *Error {
+	type point struct {
+		key string
+		ts  int64
+	}
+	seen := make(map[point]struct{}, len(pts))
+	for _, p := range pts {
+		k := point{p.Key, p.Time.UnixNano()}
+		if _, dup := seen[k]; dup {
+			return &Error{ReasonDuplicatePoint, fmt.Sprintf("key %s has two values at ts %s; in a batch, give each element its own ts",
+				quote([]byte(p.Key)), p.Time.Format(time.RFC3339Nano))}
+		}
+		seen[k] = struct{}{}
+	}
+	return nil
 }
 
 // malformed returns a malformed_json error if payload is not valid UTF-8

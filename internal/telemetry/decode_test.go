@@ -179,9 +179,9 @@ func TestDecodeAccepts(t *testing.T) {
 		},
 		{
 			name:    "MaxPoints values are accepted",
-			payload: `[{"a":1,"b":2},{"a":3}]`,
+			payload: `[{"a":1,"b":2},{"c":3}]`,
 			lim:     telemetry.Limits{MaxPoints: 3},
-			want:    []tether.Point{num("a", 1, now), num("b", 2, now), num("a", 3, now)},
+			want:    []tether.Point{num("a", 1, now), num("b", 2, now), num("c", 3, now)},
 		},
 	}
 	for _, tt := range tests {
@@ -269,6 +269,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"an object ts is refused", `{"a":1,"ts":{"x":1}}`, telemetry.Limits{}, "bad_ts", "ts is an object"},
 		{"a ts in epoch seconds lands in 1970 and is refused with a hint", `{"a":1,"ts":1714557600}`, telemetry.Limits{}, "ts_out_of_range", "ts is epoch milliseconds, not seconds"},
 		{"a ts before MinTime is refused", `{"a":1,"ts":"1999-12-31T23:59:59Z"}`, telemetry.Limits{}, "ts_out_of_range", "before 2000-01-01T00:00:00Z"},
+		{"a batch with one key twice and no ts is refused, not half lost", `[{"a":1},{"a":2}]`, telemetry.Limits{}, "duplicate_point", "give each element its own ts"},
+		{"a batch with one key twice at the same ts is refused", `[{"a":1,"ts":1714557600000},{"b":1},{"a":2,"ts":"2024-05-01T10:00:00Z"}]`, telemetry.Limits{}, "duplicate_point", `key "a" has two values`},
 		{"a ts more than MaxFuture ahead is refused", `{"a":1,"ts":"2024-05-01T13:00:00.000000001Z"}`, telemetry.Limits{}, "ts_out_of_range", "more than 1h0m0s after the server's time"},
 		{"a negative ts is refused", `{"a":1,"ts":-1}`, telemetry.Limits{}, "ts_out_of_range", ""},
 		{"a ts too large for a float64 is refused", `{"a":1,"ts":1e400}`, telemetry.Limits{}, "ts_out_of_range", ""},

@@ -17,7 +17,7 @@ import (
 var reasons = map[string]bool{
 	"too_large": true, "malformed_json": true, "not_object": true, "no_values": true,
 	"bad_value": true, "bad_key": true, "key_too_long": true, "too_deep": true,
-	"too_many_points": true, "bad_ts": true, "ts_out_of_range": true,
+	"too_many_points": true, "bad_ts": true, "ts_out_of_range": true, "duplicate_point": true,
 }
 
 // FuzzDecode checks that Decode never panics, that what it accepts keeps

@@ -68,6 +68,14 @@ func refDecode(payload []byte, now time.Time, lim telemetry.Limits) ([]tether.Po
 	default:
 		return nil, "not_object"
 	}
+	seen := map[string]bool{}
+	for _, p := range r.pts {
+		id := p.Key + "\x00" + p.Time.String()
+		if seen[id] {
+			return nil, "duplicate_point"
+		}
+		seen[id] = true
+	}
 	return r.pts, ""
 }
 

@@ -57,6 +57,11 @@ type Writer struct {
 	stop  func()
 	done  chan struct{}
 
+	// abandon is closed when Close runs out of time: a batch the store
+	// keeps refusing is then left unacknowledged on the bus, to be
+	// delivered again after the restart, instead of holding up shutdown.
+	abandon chan struct{}
+
 	stored  atomic.Uint64
 	batches atomic.Uint64
 	closeMu sync.Once
@@ -67,7 +72,7 @@ func Start(ctx context.Context, store Store, src Source, o Options) (*Writer, er
 	if o.DedupRetention == 0 {
 		o.DedupRetention = 24 * time.Hour
 	}
-	w := &Writer{store: store, o: o, in: make(chan Delivery, o.Batch), done: make(chan struct{})}
+	w := &Writer{store: store, o: o, in: make(chan Delivery, o.Batch), done: make(chan struct{}), abandon: make(chan struct{})}
 	// Twice the batch may be unacknowledged: one being written, one
 	// filling.
 	stop, err := src(ctx, 2*o.Batch, func(d Delivery) { w.in <- d })
@@ -80,13 +85,23 @@ func Start(ctx context.Context, store Store, src Source, o Options) (*Writer, er
 }
 
 // Close stops consuming, writes what it already received, and returns once
-// that is committed and acknowledged.
-func (w *Writer) Close() {
+// that is committed and acknowledged, or when ctx ends: what is not written
+// by then stays on the bus, unacknowledged, and is written after the next
+// start.
+func (w *Writer) Close(ctx context.Context) error {
+	var err error
 	w.closeMu.Do(func() {
 		w.stop()
 		close(w.in)
-		<-w.done
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			close(w.abandon)
+			<-w.done
+			err = fmt.Errorf("storage writer: batch not written before shutdown; it stays on the bus: %w", ctx.Err())
+		}
 	})
+	return err
 }
 
 // Stored returns the number of points written since start.
@@ -165,7 +180,11 @@ func (w *Writer) flush(batch []Delivery) {
 		}
 		delay := min(time.Duration(1<<min(attempt, 6))*100*time.Millisecond, 5*time.Second)
 		w.o.Logger.Error("storage writer: write failed; retrying", "err", err, "messages", len(msgs), "retry_in", delay)
-		time.Sleep(delay)
+		select {
+		case <-time.After(delay):
+		case <-w.abandon:
+			return
+		}
 	}
 }
 

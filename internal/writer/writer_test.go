@@ -89,7 +89,9 @@ func TestWriterStoresBatchesExactlyOnceAndAcksAfterCommit(t *testing.T) {
 	for w.Stored() < 4 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	w.Close()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("every message is acknowledged, the redelivered and the undecodable too", func(t *testing.T) {
 		for i, d := range append(ds, redelivered, garbage) {
@@ -112,4 +114,33 @@ func TestWriterStoresBatchesExactlyOnceAndAcksAfterCommit(t *testing.T) {
 			t.Errorf("%d batches, want 2 (3 messages, then 2 plus a dropped one)", got)
 		}
 	})
+}
+
+func TestCloseGivesUpOnAFailingStoreAndLeavesTheMessageOnTheBus(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close() // every write now fails
+	f := make(feed)
+	w, err := writer.Start(ctx, db, f.source, writer.Options{Batch: 1, MaxDelay: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := message(t, "m1", 1)
+	f <- d
+	time.Sleep(50 * time.Millisecond) // let the first write fail
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := w.Close(cctx); err == nil {
+		t.Error("Close returned no error though the batch was never written")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Close took %s", took)
+	}
+	if d.acked.Load() {
+		t.Error("an unwritten message was acknowledged")
+	}
 }
