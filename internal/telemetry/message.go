@@ -176,38 +176,20 @@ func unmarshalMessage(b []byte) (tether.Message, error) {
 		s    = scanner{data: b}
 	)
 	s.ws()
-	if !s.eat('{') {
-		return m, errors.New("not a JSON object")
-	}
-	s.ws()
-	if s.eat('}') {
-		return m, errors.New(`missing field "v"`)
-	}
-	for {
-		s.ws()
-		raw, escaped, ok := s.str()
-		if !ok {
-			return m, errSyntax
-		}
-		name, ok := unescape(raw, escaped)
-		if !ok {
-			return m, errSyntax
-		}
-		s.ws()
-		if !s.eat(':') {
-			return m, errSyntax
-		}
-		s.ws()
-		var field int
+	err := s.members(func(name string) error {
+		var (
+			field int
+			ok    bool
+		)
 		switch name {
 		case "v":
 			field = fieldV
-			num, ok := s.number()
-			if !ok {
-				return m, errors.New(`"v" is not a number`)
+			var num []byte
+			if num, ok = s.number(); !ok {
+				return errors.New(`"v" is not a number`)
 			}
 			if string(num) != "1" {
-				return m, fmt.Errorf("version %s is not supported; this build reads version %d", trunc(string(num)), MessageVersion)
+				return fmt.Errorf("version %s is not supported; this build reads version %d", trunc(string(num)), MessageVersion)
 			}
 		case "id":
 			field = fieldID
@@ -225,25 +207,23 @@ func unmarshalMessage(b []byte) (tether.Message, error) {
 			field = fieldPoints
 			var err error
 			if m.Points, err = points(&s); err != nil {
-				return m, err
+				return err
 			}
+			ok = true
 		default:
 			ok = s.skip(maxSkipDepth)
 		}
 		if !ok {
-			return m, fmt.Errorf("field %q is malformed", trunc(name))
+			return fmt.Errorf("field %q is malformed", trunc(name))
 		}
 		if seen&field != 0 {
-			return m, fmt.Errorf("field %q is repeated", name)
+			return fmt.Errorf("field %q is repeated", name)
 		}
 		seen |= field
-		s.ws()
-		if s.eat('}') {
-			break
-		}
-		if !s.eat(',') {
-			return m, errSyntax
-		}
+		return nil
+	})
+	if err != nil {
+		return m, err
 	}
 	s.ws()
 	if s.i != len(s.data) {
@@ -357,34 +337,54 @@ const (
 	pointValue
 )
 
-func point(s *scanner) (tether.Point, error) {
-	var (
-		p    tether.Point
-		seen int
-	)
+// members reads a JSON object, calling member with each name while the
+// scanner stands at the start of its value; member must read the value.
+func (s *scanner) members(member func(name string) error) error {
 	if !s.eat('{') {
-		return p, errors.New("not an object")
+		return errors.New("not an object")
 	}
 	s.ws()
 	if s.eat('}') {
-		return p, errors.New(`missing field "k"`)
+		return nil
 	}
 	for {
 		s.ws()
 		raw, escaped, ok := s.str()
 		if !ok {
-			return p, errSyntax
+			return errSyntax
 		}
 		name, ok := unescape(raw, escaped)
 		if !ok {
-			return p, errSyntax
+			return errSyntax
 		}
 		s.ws()
 		if !s.eat(':') {
-			return p, errSyntax
+			return errSyntax
 		}
 		s.ws()
-		var field int
+		if err := member(name); err != nil {
+			return err
+		}
+		s.ws()
+		if s.eat('}') {
+			return nil
+		}
+		if !s.eat(',') {
+			return errSyntax
+		}
+	}
+}
+
+func point(s *scanner) (tether.Point, error) {
+	var (
+		p    tether.Point
+		seen int
+	)
+	err := s.members(func(name string) error {
+		var (
+			field int
+			ok    bool
+		)
 		switch name {
 		case "k":
 			field = pointK
@@ -406,10 +406,9 @@ func point(s *scanner) (tether.Point, error) {
 			p.Kind = tether.KindBool
 			switch {
 			case s.literal("true"):
-				p.Num = 1
+				p.Num, ok = 1, true
 			case s.literal("false"):
-			default:
-				ok = false
+				ok = true
 			}
 		case "s":
 			field = pointValue
@@ -419,22 +418,19 @@ func point(s *scanner) (tether.Point, error) {
 			ok = s.skip(maxSkipDepth)
 		}
 		if !ok {
-			return p, fmt.Errorf("field %q is malformed", trunc(name))
+			return fmt.Errorf("field %q is malformed", trunc(name))
 		}
 		if seen&field != 0 {
 			if field == pointValue {
-				return p, errors.New(`more than one of "n", "b" and "s"`)
+				return errors.New(`more than one of "n", "b" and "s"`)
 			}
-			return p, fmt.Errorf("field %q is repeated", name)
+			return fmt.Errorf("field %q is repeated", name)
 		}
 		seen |= field
-		s.ws()
-		if s.eat('}') {
-			break
-		}
-		if !s.eat(',') {
-			return p, errSyntax
-		}
+		return nil
+	})
+	if err != nil {
+		return p, err
 	}
 	switch {
 	case seen&pointK == 0:

@@ -128,7 +128,7 @@ func TestUnmarshalMessageRejects(t *testing.T) {
 		want string // a part of the error
 	}{
 		{"an empty input is refused", ``, "message is not valid JSON"},
-		{"a non-object is refused", `[]`, "not a JSON object"},
+		{"a non-object is refused", `[]`, "not an object"},
 		{"another version is refused", `{"v":2,"id":"i","tenant":"t","device":"d","rx":5,"points":[]}`, "version 2 is not supported"},
 		{"another version is named even if the rest differs", `{"points":{"new":"shape"},"v":2}`, "version 2 is not supported"},
 		{"a version of another type is refused", `{"v":"1","id":"i","tenant":"t","device":"d","rx":5,"points":[]}`, "version"},
