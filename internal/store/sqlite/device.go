@@ -344,7 +344,7 @@ func (db *DB) SetDeviceToken(ctx context.Context, tenantID, id string, hash []by
 // values in one transaction. It returns an ENOTFOUND error if the tenant
 // has no such device.
 func (db *DB) DeleteDevice(ctx context.Context, tenantID, id string) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTxCommit(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM devices WHERE id = ? AND tenant_id = ?", id, tenantID)
 		if err != nil {
 			return err
@@ -353,17 +353,17 @@ func (db *DB) DeleteDevice(ctx context.Context, tenantID, id string) error {
 			return err
 		}
 		// device_labels goes by its foreign key's ON DELETE CASCADE; the
-		// points have no foreign key (see the telemetry table).
+		// series and points have none (see the telemetry table).
 		for _, q := range []string{
-			"DELETE FROM telemetry WHERE device_id = ?",
-			"DELETE FROM latest WHERE device_id = ?",
+			"DELETE FROM telemetry WHERE series_id IN (SELECT id FROM series WHERE device_id = ?)",
+			"DELETE FROM series WHERE device_id = ?",
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}, func(tx *sql.Tx) error { return db.series.commitEvicting(tx, id) })
 	if err != nil {
 		return fmt.Errorf("delete device %s: %w", id, err)
 	}

@@ -57,3 +57,11 @@ func DevicesByJSON(ctx context.Context, db *DB, f tether.DeviceFilter) ([]*tethe
 	}
 	return ds, rows.Err()
 }
+
+// WriteMessagesThenFail runs WriteMessages but fails with err at the end
+// of its transaction, after every point is written, so that the
+// transaction rolls back: the one failure a test cannot cause through the
+// API.
+func WriteMessagesThenFail(ctx context.Context, db *DB, msgs []tether.Message, err error) (int, error) {
+	return db.writeMessages(ctx, msgs, func() error { return err })
+}

@@ -56,8 +56,9 @@ const writeCacheKiB = 64 << 10
 // connections; in WAL mode they run alongside the writer and see the last
 // committed state.
 type DB struct {
-	write *sql.DB
-	read  *sql.DB
+	write  *sql.DB
+	read   *sql.DB
+	series *seriesCache
 }
 
 // Open opens the store in the SQLite file at path, creating the file if it
@@ -102,7 +103,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxLifetime(0)
-	return &DB{write: write, read: read}, nil
+	return &DB{write: write, read: read, series: newSeriesCache()}, nil
 }
 
 // openPool opens a pool whose every connection is configured by the DSN,
@@ -232,6 +233,12 @@ func applyMigration(ctx context.Context, pool *sql.DB, m migration) error {
 // inWriteTx runs fn in a transaction on the write connection and commits it
 // if fn returns nil.
 func (db *DB) inWriteTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.inWriteTxCommit(ctx, fn, (*sql.Tx).Commit)
+}
+
+// inWriteTxCommit is inWriteTx with commit in place of tx.Commit, for
+// callers that must do something in step with the commit.
+func (db *DB) inWriteTxCommit(ctx context.Context, fn, commit func(*sql.Tx) error) error {
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -240,7 +247,7 @@ func (db *DB) inWriteTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	return commit(tx)
 }
 
 // inReadTx runs fn in a transaction on a read connection, so that the

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -32,6 +33,12 @@ const DefaultTelemetryLimit = 1000
 // LastSeenAt becomes the newest ReceivedAt of its messages if that is
 // later than the stored one.
 func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored int, err error) {
+	return db.writeMessages(ctx, msgs, nil)
+}
+
+// writeMessages is WriteMessages; a non-nil beforeCommit runs last in the
+// transaction, and an error from it rolls the transaction back (for tests).
+func (db *DB) writeMessages(ctx context.Context, msgs []tether.Message, beforeCommit func() error) (stored int, err error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
@@ -48,17 +55,19 @@ func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored 
 			newest[k] = r
 		}
 	}
-	type series struct{ deviceID, key string }
 	type sample struct {
 		ts       int64
 		kind     tether.Kind
 		num, str any
 	}
-	// The newest point of each series in this call: the latest table is
-	// upserted once per series, not once per point.
-	latest := make(map[series]sample)
+	// The newest point of each series (by id) in this call: the series'
+	// latest value is updated once per series, not once per point.
+	latest := make(map[int64]sample)
+	series := seriesResolver{ctx: ctx, cache: db.series}
 
-	err = db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err = db.inWriteTxCommit(ctx, func(tx *sql.Tx) error {
+		series.tx = tx
+		defer series.close()
 		mark, err := tx.PrepareContext(ctx, `INSERT INTO processed_messages (id, at) VALUES (?, ?)
 			ON CONFLICT (id) DO NOTHING`)
 		if err != nil {
@@ -67,6 +76,8 @@ func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored 
 		defer mark.Close()
 		// Updating the device row doubles as the check that the device
 		// still exists in the tenant: no row changed means skip its points.
+		// It also makes every series the writer resolves one of a device
+		// of the message's tenant.
 		touch, err := tx.PrepareContext(ctx, `UPDATE devices
 			SET last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < ? THEN ? ELSE last_seen_at END
 			WHERE id = ? AND tenant_id = ?`)
@@ -74,9 +85,9 @@ func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored 
 			return err
 		}
 		defer touch.Close()
-		insert, err := tx.PrepareContext(ctx, `INSERT INTO telemetry (device_id, key, ts, tenant_id, kind, num, str)
-			VALUES (?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (device_id, key, ts) DO UPDATE SET kind = excluded.kind, num = excluded.num, str = excluded.str`)
+		insert, err := tx.PrepareContext(ctx, `INSERT INTO telemetry (series_id, ts, kind, num, str)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, num = excluded.num, str = excluded.str`)
 		if err != nil {
 			return err
 		}
@@ -126,36 +137,41 @@ func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored 
 				} else {
 					s.num = p.Num
 				}
-				if _, err := insert.ExecContext(ctx, m.DeviceID, p.Key, s.ts, m.TenantID, int64(s.kind), s.num, s.str); err != nil {
+				id, err := series.id(m.TenantID, m.DeviceID, p.Key)
+				if err != nil {
+					return fmt.Errorf("device %s key %q: series: %w", m.DeviceID, p.Key, err)
+				}
+				if _, err := insert.ExecContext(ctx, id, s.ts, int64(s.kind), s.num, s.str); err != nil {
 					return fmt.Errorf("device %s key %q: %w", m.DeviceID, p.Key, err)
 				}
 				stored++
-				sk := series{m.DeviceID, p.Key}
-				if old, ok := latest[sk]; !ok || s.ts >= old.ts {
-					latest[sk] = s
+				if old, ok := latest[id]; !ok || s.ts >= old.ts {
+					latest[id] = s
 				}
 			}
 		}
 
-		if len(latest) == 0 {
-			return nil
-		}
-		upsert, err := tx.PrepareContext(ctx, `INSERT INTO latest (device_id, key, ts, kind, num, str)
-			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (device_id, key) DO UPDATE
-			SET ts = excluded.ts, kind = excluded.kind, num = excluded.num, str = excluded.str
-			WHERE excluded.ts >= latest.ts`)
-		if err != nil {
-			return err
-		}
-		defer upsert.Close()
-		for sk, s := range latest {
-			if _, err := upsert.ExecContext(ctx, sk.deviceID, sk.key, s.ts, int64(s.kind), s.num, s.str); err != nil {
-				return fmt.Errorf("latest %s %q: %w", sk.deviceID, sk.key, err)
+		if len(latest) > 0 {
+			update, err := tx.PrepareContext(ctx, `UPDATE series
+				SET latest_ts = ?, latest_kind = ?, latest_num = ?, latest_str = ?
+				WHERE id = ? AND (latest_ts IS NULL OR latest_ts <= ?)`)
+			if err != nil {
+				return err
+			}
+			defer update.Close()
+			// In id order, so that the updates walk the table's pages once.
+			for _, id := range slices.Sorted(maps.Keys(latest)) {
+				s := latest[id]
+				if _, err := update.ExecContext(ctx, s.ts, int64(s.kind), s.num, s.str, id, s.ts); err != nil {
+					return fmt.Errorf("latest of series %d: %w", id, err)
+				}
 			}
 		}
+		if beforeCommit != nil {
+			return beforeCommit()
+		}
 		return nil
-	})
+	}, func(tx *sql.Tx) error { return db.series.commitAdding(tx, series.found) })
 	if err != nil {
 		return 0, fmt.Errorf("write messages: %w", err)
 	}
@@ -221,12 +237,15 @@ func (db *DB) Telemetry(ctx context.Context, q tether.TelemetryQuery) ([]tether.
 		}
 		defer stmt.Close()
 		result = make([]tether.Series, 0, len(keys))
-		for _, key := range keys {
-			samples, err := querySamples(ctx, stmt, q.Agg, q.DeviceID, key, from, to, q.TenantID, limit)
-			if err != nil {
-				return fmt.Errorf("key %q: %w", key, err)
+		for _, k := range keys {
+			samples := []tether.Sample{}
+			if k.id != 0 {
+				samples, err = querySamples(ctx, stmt, q.Agg, k.id, from, to, limit)
+				if err != nil {
+					return fmt.Errorf("key %q: %w", k.key, err)
+				}
 			}
-			result = append(result, tether.Series{Key: key, Samples: samples})
+			result = append(result, tether.Series{Key: k.key, Samples: samples})
 		}
 		return nil
 	})
@@ -236,10 +255,10 @@ func (db *DB) Telemetry(ctx context.Context, q tether.TelemetryQuery) ([]tether.
 	return result, nil
 }
 
-// telemetrySQL validates q and returns the query for one key's samples.
-// Its parameters are device_id, key, from, to, tenant_id and limit.
+// telemetrySQL validates q and returns the query for one series' samples.
+// Its parameters are series_id, from, to and limit.
 func telemetrySQL(q tether.TelemetryQuery) (string, error) {
-	const where = "WHERE device_id = ? AND key = ? AND ts >= ? AND ts < ? AND tenant_id = ?"
+	const where = "WHERE series_id = ? AND ts >= ? AND ts < ?"
 	switch {
 	case !q.From.IsZero() && !q.To.IsZero() && q.To.Before(q.From):
 		return "", tether.Errorf(tether.EINVALID, "the end of the time range is before its start")
@@ -277,9 +296,9 @@ func telemetrySQL(q tether.TelemetryQuery) (string, error) {
 		" GROUP BY bucket ORDER BY bucket LIMIT ?", nil
 }
 
-// querySamples runs a telemetrySQL query for one key.
-func querySamples(ctx context.Context, stmt *sql.Stmt, agg, deviceID, key string, from, to int64, tenantID string, limit int) ([]tether.Sample, error) {
-	rows, err := stmt.QueryContext(ctx, deviceID, key, from, to, tenantID, limit)
+// querySamples runs a telemetrySQL query for one series.
+func querySamples(ctx context.Context, stmt *sql.Stmt, agg string, seriesID, from, to int64, limit int) ([]tether.Sample, error) {
+	rows, err := stmt.QueryContext(ctx, seriesID, from, to, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -318,25 +337,49 @@ func querySamples(ctx context.Context, stmt *sql.Stmt, agg, deviceID, key string
 	return samples, rows.Err()
 }
 
+// seriesKey is a key a query asks for and the id of its series, 0 if the
+// device has no points of that key.
+type seriesKey struct {
+	key string
+	id  int64
+}
+
 // seriesKeys returns the keys a query asks for, sorted and without
-// duplicates; no keys means every key of the device.
-func seriesKeys(ctx context.Context, tx *sql.Tx, q tether.TelemetryQuery) ([]string, error) {
+// duplicates, with their series ids; no keys means every key of the
+// device. Series are looked up by device and tenant, so that a series of
+// another tenant's device is never read.
+func seriesKeys(ctx context.Context, tx *sql.Tx, q tether.TelemetryQuery) ([]seriesKey, error) {
 	if len(q.Keys) > 0 {
 		keys := slices.Clone(q.Keys)
 		slices.Sort(keys)
-		return slices.Compact(keys), nil
+		keys = slices.Compact(keys)
+		stmt, err := tx.PrepareContext(ctx, "SELECT id FROM series WHERE device_id = ? AND key = ? AND tenant_id = ?")
+		if err != nil {
+			return nil, err
+		}
+		defer stmt.Close()
+		result := make([]seriesKey, len(keys))
+		for i, k := range keys {
+			result[i].key = k
+			err := stmt.QueryRowContext(ctx, q.DeviceID, k, q.TenantID).Scan(&result[i].id)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, fmt.Errorf("key %q: %w", k, err)
+			}
+		}
+		return result, nil
 	}
-	// Every key that has points has a latest row: both are written and
-	// deleted in the same transactions.
-	rows, err := tx.QueryContext(ctx, "SELECT key FROM latest WHERE device_id = ? ORDER BY key", q.DeviceID)
+	// Every series has points: a series is created in the transaction
+	// that writes its first point, and deleted with its points.
+	rows, err := tx.QueryContext(ctx, "SELECT key, id FROM series WHERE device_id = ? AND tenant_id = ? ORDER BY key",
+		q.DeviceID, q.TenantID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var keys []string
+	var keys []seriesKey
 	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
+		var k seriesKey
+		if err := rows.Scan(&k.key, &k.id); err != nil {
 			return nil, err
 		}
 		keys = append(keys, k)
@@ -353,7 +396,8 @@ func (db *DB) Latest(ctx context.Context, tenantID, deviceID string) ([]tether.L
 		if err := checkDevice(ctx, tx, tenantID, deviceID); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, "SELECT key, ts, kind, num, str FROM latest WHERE device_id = ? ORDER BY key", deviceID)
+		rows, err := tx.QueryContext(ctx, `SELECT key, latest_ts, latest_kind, latest_num, latest_str FROM series
+			WHERE device_id = ? AND tenant_id = ? AND latest_ts IS NOT NULL ORDER BY key`, deviceID, tenantID)
 		if err != nil {
 			return err
 		}

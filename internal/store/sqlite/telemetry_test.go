@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -217,6 +218,79 @@ func TestDeleteDeviceDeletesTelemetry(t *testing.T) {
 			if got := raw(t, db, key); len(got) != 0 {
 				t.Errorf("%s samples = %v, want none", key, got)
 			}
+		}
+	})
+}
+
+// TestSeriesIDs covers the writer's cache of series ids: an id must not
+// outlive the transaction that created it or the device it belongs to, or
+// later points would be stored under another series (SQLite hands out a
+// rolled-back or deleted id again) or under none.
+func TestSeriesIDs(t *testing.T) {
+	ctx := context.Background()
+	all := func(t *testing.T, db *sqlite.DB, tenantID, deviceID string) []tether.Series {
+		t.Helper()
+		s, err := db.Telemetry(ctx, tether.TelemetryQuery{TenantID: tenantID, DeviceID: deviceID})
+		if err != nil {
+			t.Fatalf("Telemetry of %s: %v", deviceID, err)
+		}
+		return s
+	}
+
+	t.Run("a rolled-back write leaves no series behind", func(t *testing.T) {
+		db := newDB(t)
+		createDevice(t, db, tenantA, "d1", nil)
+		createDevice(t, db, tenantA, "d2", nil)
+		failure := errors.New("injected failure")
+		if _, err := sqlite.WriteMessagesThenFail(ctx, db, []tether.Message{msg("m1", 0, num("temp", 0, 1))}, failure); !errors.Is(err, failure) {
+			t.Fatalf("WriteMessagesThenFail = %v, want the injected failure", err)
+		}
+		// d2's first series gets the id the rolled-back one had.
+		other := msg("m2", 0, num("hum", 0, 50))
+		other.DeviceID = "d2"
+		write(t, db, 1, other)
+		write(t, db, 1, msg("m1", 0, num("temp", time.Second, 2)))
+
+		if got, want := all(t, db, tenantA, "d1"), []tether.Series{{Key: "temp", Samples: []tether.Sample{sample(time.Second, 2.0)}}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("d1 = %v, want %v", got, want)
+		}
+		if got, want := all(t, db, tenantA, "d2"), []tether.Series{{Key: "hum", Samples: []tether.Sample{sample(0, 50.0)}}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("d2 = %v, want %v", got, want)
+		}
+		if got, want := latest(t, db), []tether.Latest{{Key: "temp", Time: t0.Add(time.Second), Value: 2.0}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("Latest of d1 = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("a device deleted and created again, in another tenant, starts new series", func(t *testing.T) {
+		db := newDB(t)
+		createDevice(t, db, tenantA, "d1", nil)
+		write(t, db, 2, msg("m1", 0, num("temp", 0, 1), num("hum", 0, 40)))
+		if err := db.DeleteDevice(ctx, tenantA, "d1"); err != nil {
+			t.Fatal(err)
+		}
+		createDevice(t, db, tenantB, "d1", nil)
+		createDevice(t, db, tenantA, "d2", nil)
+		// d2 takes the ids of d1's deleted series, in the order d1 made them.
+		other := msg("m2", 0, num("temp", 0, 7), num("hum", 0, 8))
+		other.DeviceID = "d2"
+		write(t, db, 2, other)
+		again := msg("m3", 0, num("temp", time.Second, 2))
+		again.TenantID = tenantB
+		write(t, db, 1, again)
+
+		if got, want := all(t, db, tenantB, "d1"), []tether.Series{{Key: "temp", Samples: []tether.Sample{sample(time.Second, 2.0)}}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("d1 in tenant B = %v, want %v", got, want)
+		}
+		if _, err := db.Telemetry(ctx, tether.TelemetryQuery{TenantID: tenantA, DeviceID: "d1"}); tether.ErrorCode(err) != tether.ENOTFOUND {
+			t.Errorf("Telemetry of d1 in tenant A = %v, want ENOTFOUND", err)
+		}
+		want := []tether.Series{
+			{Key: "hum", Samples: []tether.Sample{sample(0, 8.0)}},
+			{Key: "temp", Samples: []tether.Sample{sample(0, 7.0)}},
+		}
+		if got := all(t, db, tenantA, "d2"); !reflect.DeepEqual(got, want) {
+			t.Errorf("d2 = %v, want %v", got, want)
 		}
 	})
 }

@@ -59,31 +59,38 @@ CREATE TABLE processed_messages (
 
 CREATE INDEX processed_messages_at ON processed_messages (at);
 
--- One row per point, clustered by (device_id, key, ts): every query reads
--- one key of one device over a time range, so a WITHOUT ROWID table keyed
--- that way is both the table and the index (one B-tree write per point,
--- and range reads touch adjacent pages). A second point with the same
--- device, key and time replaces the first. There is no foreign key to
--- devices: the writer checks once per device per batch instead of once per
--- point, and DeleteDevice deletes the points itself.
-CREATE TABLE telemetry (
-	device_id TEXT NOT NULL,
-	key       TEXT NOT NULL,
-	ts        INTEGER NOT NULL,
-	tenant_id TEXT NOT NULL,
-	kind      INTEGER NOT NULL,
-	num       REAL,
-	str       TEXT,
-	PRIMARY KEY (device_id, key, ts)
-) WITHOUT ROWID;
+-- One row per series (a key of a device), with its newest point. The
+-- points refer to it by its integer id, so that their rows are small and
+-- their key compares are integer ones (see docs/sqlite-driver.md, "Schema:
+-- series ids"). latest_* is the newest point of the series and moves only
+-- forward in time; it is NULL only inside the transaction that creates the
+-- series. tenant_id repeats the device's, so that reads check the tenant
+-- without a join. There is no foreign key to devices, for the same reason
+-- as on telemetry: DeleteDevice deletes a device's series itself.
+CREATE TABLE series (
+	id          INTEGER PRIMARY KEY,
+	device_id   TEXT NOT NULL,
+	key         TEXT NOT NULL,
+	tenant_id   TEXT NOT NULL,
+	latest_ts   INTEGER,
+	latest_kind INTEGER,
+	latest_num  REAL,
+	latest_str  TEXT,
+	UNIQUE (device_id, key)
+);
 
--- The newest point of each key of each device.
-CREATE TABLE latest (
-	device_id TEXT NOT NULL,
-	key       TEXT NOT NULL,
+-- One row per point, clustered by (series_id, ts): every query reads one
+-- series over a time range, so a WITHOUT ROWID table keyed that way is
+-- both the table and the index (one B-tree write per point, and range
+-- reads touch adjacent pages). A second point with the same series and
+-- time replaces the first. There is no foreign key to series: the writer
+-- resolves each series once per batch (or from its cache), and
+-- DeleteDevice deletes the points itself.
+CREATE TABLE telemetry (
+	series_id INTEGER NOT NULL,
 	ts        INTEGER NOT NULL,
 	kind      INTEGER NOT NULL,
 	num       REAL,
 	str       TEXT,
-	PRIMARY KEY (device_id, key)
+	PRIMARY KEY (series_id, ts)
 ) WITHOUT ROWID;
