@@ -351,3 +351,46 @@ func TestBadTelemetryIsRefusedCountedAndToldToTheDevice(t *testing.T) {
 		}
 	})
 }
+
+func TestAMessageTheBusCannotStoreIsNeverAcknowledged(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.BusMaxBytes = 1 << 20 })
+	// With the storage writer stopped, nothing drains the stream, so it
+	// fills up and JetStream refuses new messages.
+	if err := n.Writer.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	id, token := n.createDevice("filler")
+	c, _, err := connect5(t, n.MQTT.Addr(), id, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := `{"blob": "` + strings.Repeat("x", 200<<10) + `"}`
+	var code byte
+	var reason string
+	for range 20 {
+		if code, reason = publish5(t, c, "devices/"+id+"/telemetry", 1, big); code != 0 {
+			break
+		}
+	}
+	t.Run("MQTT 5 gets PUBACK 0x80 and a reason", func(t *testing.T) {
+		if code != 0x80 || !strings.Contains(reason, "could not be stored") {
+			t.Errorf("PUBACK %#x %q", code, reason)
+		}
+	})
+	t.Run("MQTT 3.1.1 gets no PUBACK and is disconnected to resend", func(t *testing.T) {
+		c3, err := connect3(t, n.MQTT.Addr(), id, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := c3.Publish("devices/"+id+"/telemetry", 1, false, big)
+		if tok.WaitTimeout(3*time.Second) && tok.Error() == nil {
+			t.Error("acknowledged a message the bus refused")
+		}
+		waitFor(t, "the disconnect", func() bool { return !c3.IsConnectionOpen() })
+	})
+	t.Run("the refusal is counted as a bus failure", func(t *testing.T) {
+		if got := n.Ingestor.Stats().BusFailed; got < 2 {
+			t.Errorf("bus failures = %d", got)
+		}
+	})
+}

@@ -98,14 +98,48 @@ func BenchmarkEndToEnd(b *testing.B) {
 		r.report(b)
 		results = append(results, r)
 	})
-	if len(results) == 2 {
-		t, m := results[0], results[1]
-		fmt.Printf("\nSIDE BY SIDE (devices=%d, %d values/message, %.1f messages/s/device (0 = as fast as acked), %s measured)\n",
+	// With -count N each broker ran N times; compare their medians.
+	t, m := medianOf(results, "tether"), medianOf(results, "mosquitto")
+	if t.name != "" && m.name != "" {
+		fmt.Printf("\nSIDE BY SIDE, medians (devices=%d, %d values/message, %.1f messages/s/device (0 = as fast as acked), %s measured)\n",
 			*loadDevices, *loadKeys, *loadRate, *loadDuration)
 		fmt.Printf("  acks/s          tether %.0f  mosquitto %.0f  ratio %.2f\n", t.acksPerSec, m.acksPerSec, t.acksPerSec/m.acksPerSec)
 		fmt.Printf("  ack p50 ms      tether %.2f  mosquitto %.2f  ratio %.2f\n", ms(t.ackP50), ms(m.ackP50), ms(t.ackP50)/ms(m.ackP50))
 		fmt.Printf("  ack p99 ms      tether %.2f  mosquitto %.2f  ratio %.2f\n", ms(t.ackP99), ms(m.ackP99), ms(t.ackP99)/ms(m.ackP99))
 		fmt.Printf("  tether stored   %.0f points/s, publish-to-stored p50 %.1f ms, p99 %.1f ms\n\n", t.storedPerSec, ms(t.storeP50), ms(t.storeP99))
+	}
+}
+
+// medianOf returns, metric by metric, the median of the named broker's runs.
+func medianOf(rs []loadResult, name string) loadResult {
+	var runs []loadResult
+	for _, r := range rs {
+		if r.name == name {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return loadResult{}
+	}
+	mid := func(f func(loadResult) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, r := range runs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	dur := func(f func(loadResult) time.Duration) time.Duration {
+		return time.Duration(mid(func(r loadResult) float64 { return float64(f(r)) }))
+	}
+	return loadResult{
+		name:         name,
+		acksPerSec:   mid(func(r loadResult) float64 { return r.acksPerSec }),
+		ackP50:       dur(func(r loadResult) time.Duration { return r.ackP50 }),
+		ackP99:       dur(func(r loadResult) time.Duration { return r.ackP99 }),
+		storedPerSec: mid(func(r loadResult) float64 { return r.storedPerSec }),
+		storeP50:     dur(func(r loadResult) time.Duration { return r.storeP50 }),
+		storeP99:     dur(func(r loadResult) time.Duration { return r.storeP99 }),
 	}
 }
 

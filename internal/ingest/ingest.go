@@ -41,6 +41,9 @@ type Ingestor struct {
 	accepted atomic.Uint64
 	points   atomic.Uint64
 	failed   atomic.Uint64 // the bus did not take an accepted message
+	// failLogged is when a bus failure was last logged (unix ns): at most
+	// one a second, as a full or absent bus fails every message.
+	failLogged atomic.Int64
 
 	mu      sync.Mutex
 	devices map[string]*deviceRejects
@@ -86,8 +89,10 @@ func (in *Ingestor) Accept(ctx context.Context, d *tether.Device, payload []byte
 		return 0, fmt.Errorf("encode message: %w", err)
 	}
 	if err := in.pub.PublishTelemetry(ctx, d.TenantID, d.ID, m.ID, data); err != nil {
-		in.failed.Add(1)
-		in.log.Warn("telemetry not accepted: bus failed", "device", d.ID, "err", err)
+		n := in.failed.Add(1)
+		if last := in.failLogged.Load(); now.UnixNano()-last >= int64(time.Second) && in.failLogged.CompareAndSwap(last, now.UnixNano()) {
+			in.log.Warn("telemetry not accepted: bus failed", "device", d.ID, "err", err, "bus_failures_total", n)
+		}
 		return 0, errors.Join(ErrBus, tether.Errorf(tether.EUNAVAILABLE, "the message could not be stored; send it again"), err)
 	}
 	in.accepted.Add(1)
