@@ -122,12 +122,17 @@ func (m *Main) Run(ctx context.Context) error {
 const storageConsumer = "storage"
 
 // consumeTelemetry adapts the bus to the writer's Source.
-func (m *Main) consumeTelemetry(ctx context.Context, maxPending int, handle func(writer.Delivery)) (func(), error) {
+func (m *Main) consumeTelemetry(ctx context.Context, maxPending int, handle func(writer.Delivery)) (func(context.Context), error) {
 	c, err := m.Bus.ConsumeTelemetry(ctx, storageConsumer, maxPending, func(msg bus.Msg) { handle(msg) })
 	if err != nil {
 		return nil, err
 	}
-	return c.Stop, nil
+	return func(ctx context.Context) {
+		if err := c.WaitCaughtUp(ctx); err != nil {
+			m.log.Warn("storage writer: stopping with telemetry still on the bus; it is written after the next start", "err", err)
+		}
+		c.Stop()
+	}, nil
 }
 
 func (m *Main) onLifecycle(_, device, event string) {

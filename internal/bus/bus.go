@@ -209,7 +209,32 @@ func (m Msg) Ack() error { return m.m.Ack() }
 func (m Msg) Nak(delay time.Duration) error { return m.m.NakWithDelay(delay) }
 
 // Consumption is a running durable consumer.
-type Consumption struct{ cc jetstream.ConsumeContext }
+type Consumption struct {
+	cons jetstream.Consumer
+	cc   jetstream.ConsumeContext
+}
+
+// WaitCaughtUp returns once the consumer has no message left to deliver and
+// none delivered but unacknowledged, or with ctx's error. A graceful
+// shutdown calls it after the gateways have stopped, so that what they
+// accepted is written before the process exits. With other nodes still
+// publishing it may not return before ctx ends.
+func (c *Consumption) WaitCaughtUp(ctx context.Context) error {
+	for {
+		info, err := c.cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("consumer info: %w", err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d messages not yet delivered, %d not yet acknowledged: %w", info.NumPending, info.NumAckPending, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
 
 // Stop stops delivering messages. Unacknowledged ones are delivered again
 // later, to this or another node.
@@ -236,7 +261,7 @@ func (b *Bus) ConsumeTelemetry(ctx context.Context, durable string, maxPending i
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", durable, err)
 	}
-	return &Consumption{cc}, nil
+	return &Consumption{cons: cons, cc: cc}, nil
 }
 
 func consumerConfig(durable string, maxPending int) jetstream.ConsumerConfig {

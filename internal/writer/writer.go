@@ -32,8 +32,11 @@ type Delivery interface {
 }
 
 // Source starts delivering telemetry to handle, from one goroutine, and
-// returns a function that stops it (returning once no handle call runs).
-type Source func(ctx context.Context, maxPending int, handle func(Delivery)) (stop func(), err error)
+// returns a function that stops it: it first keeps delivering, until ctx
+// ends, while the bus holds messages for this consumer (so a graceful
+// shutdown writes what the gateways accepted), then stops and returns once
+// no handle call runs.
+type Source func(ctx context.Context, maxPending int, handle func(Delivery)) (stop func(ctx context.Context), err error)
 
 // Options configure a [Writer].
 type Options struct {
@@ -54,7 +57,7 @@ type Writer struct {
 	store Store
 	o     Options
 	in    chan Delivery
-	stop  func()
+	stop  func(context.Context)
 	done  chan struct{}
 
 	// abandon is closed when Close runs out of time: a batch the store
@@ -84,14 +87,14 @@ func Start(ctx context.Context, store Store, src Source, o Options) (*Writer, er
 	return w, nil
 }
 
-// Close stops consuming, writes what it already received, and returns once
-// that is committed and acknowledged, or when ctx ends: what is not written
-// by then stays on the bus, unacknowledged, and is written after the next
-// start.
+// Close writes what the bus holds for the writer, stops consuming, and
+// returns once all it received is committed and acknowledged, or when ctx
+// ends: what is not written by then stays on the bus, unacknowledged, and
+// is written after the next start.
 func (w *Writer) Close(ctx context.Context) error {
 	var err error
 	w.closeMu.Do(func() {
-		w.stop()
+		w.stop(ctx)
 		close(w.in)
 		select {
 		case <-w.done:

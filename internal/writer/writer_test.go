@@ -28,7 +28,7 @@ func (d *delivery) Nak(time.Duration) error { return nil }
 // feed is a writer.Source that delivers what is sent on its channel.
 type feed chan writer.Delivery
 
-func (f feed) source(_ context.Context, _ int, handle func(writer.Delivery)) (func(), error) {
+func (f feed) source(_ context.Context, _ int, handle func(writer.Delivery)) (func(context.Context), error) {
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	wg.Add(1)
@@ -43,7 +43,7 @@ func (f feed) source(_ context.Context, _ int, handle func(writer.Delivery)) (fu
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }, nil
+	return func(context.Context) { close(done); wg.Wait() }, nil
 }
 
 func message(t *testing.T, id string, v float64) *delivery {
