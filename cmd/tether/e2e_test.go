@@ -190,6 +190,26 @@ func TestDevicesAuthenticateAndStayInTheirNamespace(t *testing.T) {
 		c3.Publish("devices/"+id+"/telemetry", 1, false, `{"x":1}`).WaitTimeout(2 * time.Second)
 		waitFor(t, "disconnect", func() bool { return !c3.IsConnectionOpen() })
 	})
+	t.Run("another device using the same client id does not take over the connection", func(t *testing.T) {
+		a, aToken := n.createDevice("dev-same-a")
+		b, bToken := n.createDevice("dev-same-b")
+		connectAs := func(user, pass string) paho3.Client {
+			opts := paho3.NewClientOptions().AddBroker("tcp://" + n.MQTT.Addr()).SetClientID("esp32").
+				SetUsername(user).SetPassword(pass).SetAutoReconnect(false)
+			c := paho3.NewClient(opts)
+			if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Fatalf("connect %s: %v", user, tok.Error())
+			}
+			t.Cleanup(func() { c.Disconnect(0) })
+			return c
+		}
+		ca := connectAs(a, aToken)
+		connectAs(b, bToken)
+		time.Sleep(200 * time.Millisecond)
+		if !ca.IsConnectionOpen() {
+			t.Error("device a was disconnected by device b's connect")
+		}
+	})
 	t.Run("deleting a device cuts its live connection", func(t *testing.T) {
 		victim, vtoken := n.createDevice("dev-victim")
 		vc, err := connect3(t, n.MQTT.Addr(), victim, vtoken)
@@ -308,6 +328,12 @@ func TestBadTelemetryIsRefusedCountedAndToldToTheDevice(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a refused QoS 2 publish gets a PUBREC with the reason", func(t *testing.T) {
+		code, reason := publish5(t, c, "devices/"+id+"/telemetry", 2, `{"x": }`)
+		if code != 0x99 || reason == "" {
+			t.Errorf("PUBREC %#x %q; want 0x99 with a reason", code, reason)
+		}
+	})
 	n.waitStored(uint64(len(cases)))
 	t.Run("nothing of the bad device is stored", func(t *testing.T) {
 		if got := n.telemetry(id, ""); len(got) != 0 {
@@ -322,8 +348,8 @@ func TestBadTelemetryIsRefusedCountedAndToldToTheDevice(t *testing.T) {
 			Refused int `json:"refused_messages"`
 		}
 		n.api("GET", "/api/v1/devices/"+id, "", nil, &d)
-		if d.Refused != len(cases) {
-			t.Errorf("refused_messages = %d, want %d", d.Refused, len(cases))
+		if d.Refused != len(cases)+1 {
+			t.Errorf("refused_messages = %d, want %d", d.Refused, len(cases)+1)
 		}
 	})
 	t.Run("refusals are logged once per device per minute", func(t *testing.T) {

@@ -64,6 +64,9 @@ func New(auth Authenticator, in Ingestor, o Options) (*Gateway, error) {
 	// itself; those only a little over it reach the ingest path, which
 	// refuses them with a reason the device can read.
 	caps.MaximumPacketSize = uint32(in.Limits().MaxPayload + 64<<10)
+	// A session outlives its connection by at most a day, so a device
+	// cannot pin memory with sessions it never comes back to.
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
 	srv := mochi.New(&mochi.Options{
 		InlineClient: true,
 		Capabilities: caps,
@@ -165,28 +168,56 @@ func (h *hook) Provides(b byte) bool {
 // own refusal says "bad user name or password".
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	user, pass := string(cl.Properties.Username), string(pk.Connect.Password)
+	d, err := h.authenticate(user, pass)
+	if err != nil {
+		return h.refuse(cl, user, err)
+	}
+	// Client IDs are scoped by device: the broker looks sessions up by
+	// client ID alone, so without this a device that used another's client
+	// ID would take over its connection and inherit its session.
+	cl.ID = d.ID + ":" + cl.ID
+	h.register(cl, d)
+	// A rotation or deletion announced between the check above and the
+	// registration found no connection to cut; checking again after
+	// registering closes that window.
+	if _, err := h.authenticate(user, pass); err != nil {
+		h.unregister(cl)
+		return h.refuse(cl, user, err)
+	}
+	return nil
+}
+
+func (h *hook) authenticate(user, pass string) (*tether.Device, error) {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
 	d, err := h.auth.AuthenticateDevice(ctx, user, pass)
 	if err == nil && d.ID != user {
-		err = errors.New("token of another device")
+		err = tether.Errorf(tether.EUNAUTHORIZED, "token of another device")
 	}
-	if err != nil {
-		if tether.ErrorCode(err) != tether.EUNAUTHORIZED {
-			h.log.Error("mqtt authenticate", "err", err)
-			_ = h.srv.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
-			return packets.ErrServerUnavailable
-		}
-		h.log.Debug("mqtt connect refused", "username", truncate(user), "remote", cl.Net.Remote)
-		code := packets.ErrNotAuthorized
-		if cl.Properties.ProtocolVersion < 5 {
-			// The broker maps this one to 3.1.1's 0x05 "not authorized".
-			code = packets.ErrBadUsernameOrPassword
-		}
-		_ = h.srv.SendConnack(cl, code, false, nil)
-		return code
+	return d, err
+}
+
+// refuse answers a failed authentication with CONNACK "not authorized", or
+// "server unavailable" when the registry could not be asked.
+func (h *hook) refuse(cl *mochi.Client, user string, err error) error {
+	if tether.ErrorCode(err) != tether.EUNAUTHORIZED {
+		h.log.Error("mqtt authenticate", "err", err)
+		_ = h.srv.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
+		return packets.ErrServerUnavailable
 	}
+	h.log.Debug("mqtt connect refused", "username", truncate(user), "remote", cl.Net.Remote)
+	code := packets.ErrNotAuthorized
+	if cl.Properties.ProtocolVersion < 5 {
+		// The broker maps this one to 3.1.1's 0x05 "not authorized".
+		code = packets.ErrBadUsernameOrPassword
+	}
+	_ = h.srv.SendConnack(cl, code, false, nil)
+	return code
+}
+
+func (h *hook) register(cl *mochi.Client, d *tether.Device) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	e := h.devices[d.ID]
 	if e == nil {
 		e = &entry{clients: map[*mochi.Client]struct{}{}}
@@ -199,8 +230,18 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		}
 	}
 	e.clients[cl] = struct{}{}
-	h.mu.Unlock()
-	return nil
+}
+
+func (h *hook) unregister(cl *mochi.Client) {
+	id := string(cl.Properties.Username)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.devices[id]; e != nil {
+		delete(e.clients, cl)
+		if len(e.clients) == 0 {
+			delete(h.devices, id)
+		}
+	}
 }
 
 // OnConnectAuthenticate accepts the clients OnConnect authenticated.
@@ -209,17 +250,7 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, _ packets.Packet) bool {
 }
 
 // OnDisconnect forgets the client.
-func (h *hook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
-	id := string(cl.Properties.Username)
-	h.mu.Lock()
-	if e := h.devices[id]; e != nil {
-		delete(e.clients, cl)
-		if len(e.clients) == 0 {
-			delete(h.devices, id)
-		}
-	}
-	h.mu.Unlock()
-}
+func (h *hook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.unregister(cl) }
 
 func (h *hook) disconnect(deviceID string) int {
 	h.mu.RLock()
@@ -283,7 +314,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if errors.As(err, &bad) {
 		h.tellDevice(d, pk.TopicName, bad)
 		if v5 && pk.FixedHeader.Qos > 0 {
-			return pk, packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: truncateReason(bad.Message)}
+			return h.nack(cl, pk, packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: truncateReason(bad.Message)})
 		}
 		// 3.1.1 has no negative PUBACK: acknowledge (so the device does
 		// not resend a message that can never be accepted) and keep it
@@ -292,12 +323,32 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	}
 	// The bus could not store it: never acknowledge.
 	if v5 && pk.FixedHeader.Qos > 0 {
-		return pk, packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "the message could not be stored; send it again"}
+		return h.nack(cl, pk, packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "the message could not be stored; send it again"})
 	}
 	if pk.FixedHeader.Qos > 0 {
 		// A 3.1.1 client resends unacknowledged messages when it
 		// reconnects, so close the connection rather than leave it waiting.
 		cl.Stop(err)
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// nack refuses an MQTT 5 publish with a reason code. For QoS 1 the broker
+// sends the PUBACK; it would send a PUBACK for QoS 2 too, which the
+// protocol does not allow, so a QoS 2 refusal is answered with a PUBREC
+// here (a PUBREC with an error code ends the exchange).
+func (h *hook) nack(cl *mochi.Client, pk packets.Packet, code packets.Code) (packets.Packet, error) {
+	if pk.FixedHeader.Qos < 2 {
+		return pk, code
+	}
+	err := cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+		PacketID:    pk.PacketID,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: code.Reason},
+	})
+	if err != nil {
+		h.log.Debug("mqtt pubrec", "err", err)
 	}
 	return pk, packets.ErrRejectPacket
 }
