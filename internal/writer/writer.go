@@ -78,7 +78,13 @@ func Start(ctx context.Context, store Store, src Source, o Options) (*Writer, er
 	w := &Writer{store: store, o: o, in: make(chan Delivery, o.Batch), done: make(chan struct{}), abandon: make(chan struct{})}
 	// Twice the batch may be unacknowledged: one being written, one
 	// filling.
-	stop, err := src(ctx, 2*o.Batch, func(d Delivery) { w.in <- d })
+	stop, err := src(ctx, 2*o.Batch, func(d Delivery) {
+		select {
+		case w.in <- d:
+		case <-w.abandon:
+			// Shutting down past its deadline: leave it on the bus.
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("start storage writer: %w", err)
 	}
@@ -94,14 +100,23 @@ func Start(ctx context.Context, store Store, src Source, o Options) (*Writer, er
 func (w *Writer) Close(ctx context.Context) error {
 	var err error
 	w.closeMu.Do(func() {
+		// When ctx ends, give up: a store that keeps failing must not hold
+		// the process, and a consumer blocked on a full channel must not
+		// keep the source from stopping.
+		giveUp := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+				close(w.abandon)
+			case <-giveUp:
+			}
+		}()
 		w.stop(ctx)
 		close(w.in)
-		select {
-		case <-w.done:
-		case <-ctx.Done():
-			close(w.abandon)
-			<-w.done
-			err = fmt.Errorf("storage writer: batch not written before shutdown; it stays on the bus: %w", ctx.Err())
+		<-w.done
+		close(giveUp)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("storage writer: stopped before everything was written; the rest stays on the bus: %w", ctx.Err())
 		}
 	})
 	return err

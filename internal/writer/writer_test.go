@@ -128,9 +128,13 @@ func TestCloseGivesUpOnAFailingStoreAndLeavesTheMessageOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The first message is being written (and failing), the second waits
+	// in the writer, the third blocks the source's delivery.
 	d := message(t, "m1", 1)
 	f <- d
 	time.Sleep(50 * time.Millisecond) // let the first write fail
+	f <- message(t, "m2", 2)
+	f <- message(t, "m3", 3)
 	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
