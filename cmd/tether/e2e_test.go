@@ -76,6 +76,13 @@ func TestTelemetryFromMQTTIsReadBackOverREST(t *testing.T) {
 			t.Errorf("count = %+v", s)
 		}
 	})
+	t.Run("a query naming over 100 keys is refused", func(t *testing.T) {
+		keys := strings.TrimSuffix(strings.Repeat("k,", 101), ",")
+		status, h, raw := n.api("GET", "/api/v1/devices/"+id+"/telemetry?keys="+keys, "", nil, nil)
+		if status != http.StatusBadRequest || h.Get("Content-Type") != "application/problem+json" || !strings.Contains(string(raw), "at most 100") {
+			t.Errorf("%d %s", status, raw)
+		}
+	})
 	t.Run("latest values are the newest per key", func(t *testing.T) {
 		var out struct {
 			Values []struct {

@@ -229,6 +229,11 @@ func (c Config) Validate() error {
 		if c.NATSURL != "" {
 			return &Error{"nats_addr", "is for the embedded NATS server; it cannot be used together with nats_url"}
 		}
+		// The embedded server has no authentication: whoever reaches it
+		// can publish telemetry for any device and read every tenant's.
+		if host, _, _ := net.SplitHostPort(c.NATSAddr); !isLoopback(host) {
+			return &Error{"nats_addr", fmt.Sprintf("%q would expose the bus, which has no authentication, beyond this machine; use a loopback address such as 127.0.0.1:4222, or an external NATS with credentials (nats_url)", c.NATSAddr)}
+		}
 	}
 	if c.NATSURL != "" {
 		for _, u := range strings.Split(c.NATSURL, ",") {
@@ -269,6 +274,14 @@ func (c Config) Validate() error {
 		return &Error{"log_format", fmt.Sprintf("%q is not one of text, json", c.LogFormat)}
 	}
 	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkAddr(addr string) error {

@@ -370,6 +370,14 @@ func TestBadValuesAreRefused(t *testing.T) {
 			args: []string{"--nats-addr", "127.0.0.1:4222"},
 		},
 		{
+			name: "an embedded bus listening beyond loopback is refused", key: "nats_addr", mention: "no authentication",
+			args: []string{"--nats-addr", ":4222"},
+		},
+		{
+			name: "an embedded bus on a public address is refused", key: "nats_addr", mention: "loopback",
+			args: []string{"--nats-addr", "0.0.0.0:4222"},
+		},
+		{
 			name: "a bus under 1 MiB is refused", key: "bus_max_bytes", mention: "1024",
 			args: []string{"--bus-max-bytes", "1024"},
 		},
@@ -497,7 +505,7 @@ func TestPortZeroIsValid(t *testing.T) {
 	}{
 		{"http-addr", ":0"},
 		{"mqtt-addr", ":0"},
-		{"nats-addr", ":0"},
+		{"nats-addr", "127.0.0.1:0"},
 		{"http-addr", "127.0.0.1:0"},
 		{"mqtt-addr", "[::1]:0"},
 	}

@@ -14,6 +14,10 @@ import (
 // for millions of rows; the client picks a coarser bucket instead.
 const maxBuckets = 10000
 
+// maxKeys bounds the keys one query may name, so that keys × limit stays a
+// sensible response.
+const maxKeys = 100
+
 func (s *Server) telemetry(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
 	id := r.PathValue("id")
 	if _, err := s.reg.Device(r.Context(), k.TenantID, id); err != nil {
@@ -66,6 +70,9 @@ func (s *Server) parseQuery(r *http.Request) (tether.TelemetryQuery, error) {
 	}
 	if keys := v.Get("keys"); keys != "" {
 		q.Keys = strings.Split(keys, ",")
+		if len(q.Keys) > maxKeys {
+			return q, tether.Errorf(tether.EINVALID, "keys names %d keys; at most %d per request", len(q.Keys), maxKeys)
+		}
 	}
 	q.Agg = v.Get("agg")
 	if b := v.Get("bucket"); b != "" {
