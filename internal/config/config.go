@@ -34,7 +34,7 @@ type Config struct {
 	MQTTAddr string `yaml:"mqtt_addr" help:"MQTT listen address (host:port; :0 picks a free port)"`
 
 	NATSURL  string `yaml:"nats_url" help:"external NATS JetStream server URL; empty runs an embedded server"`
-	NATSAddr string `yaml:"nats_addr" help:"listen address of the embedded NATS server; empty listens on no port"`
+	NATSAddr string `yaml:"nats_addr" help:"loopback listen address of the embedded NATS server (it has no authentication); empty listens on no port"`
 
 	BusMaxBytes int `yaml:"bus_max_bytes" help:"most bytes of unconsumed telemetry the bus holds; beyond it devices are told to retry"`
 
