@@ -1,0 +1,52 @@
+package main_test
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// mosquittoPub returns the path of mosquitto_pub; without it the test
+// skips, except in CI, where .ci/run installs it.
+func mosquittoPub(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("mosquitto_pub is missing; .ci/run should have installed mosquitto-clients")
+		}
+		t.Skip("mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	}
+	return p
+}
+
+// TestTheREADMEsMosquittoPubCommandsWork runs the tour's client, the
+// mosquitto_pub command line, against a node.
+func TestTheREADMEsMosquittoPubCommandsWork(t *testing.T) {
+	bin := mosquittoPub(t)
+	n := startNode(t, nil)
+	id, token := n.createDevice("thermostat-1")
+	host, port, _ := net.SplitHostPort(n.MQTT.Addr())
+	pub := func(pass, payload string) (string, error) {
+		out, err := exec.Command(bin, "-h", host, "-p", port, "-q", "1", "-u", id, "-P", pass,
+			"-t", "devices/"+id+"/telemetry", "-m", payload).CombinedOutput()
+		return string(out), err
+	}
+	t.Run("a QoS 1 publish with the device's token is stored", func(t *testing.T) {
+		if out, err := pub(token, `{"temp": 21.5, "on": true, "mode": "eco"}`); err != nil {
+			t.Fatalf("mosquitto_pub: %v %s", err, out)
+		}
+		n.waitStored(3)
+		if s := n.telemetry(id, "keys=temp")["temp"].Samples; len(s) != 1 || s[0].Value != 21.5 {
+			t.Errorf("temp = %+v", s)
+		}
+	})
+	t.Run("a wrong token is refused as not authorised", func(t *testing.T) {
+		out, err := pub("wrong", `{"temp": 1}`)
+		if err == nil || !strings.Contains(strings.ToLower(out), "not authori") {
+			t.Errorf("err = %v, output %q", err, out)
+		}
+	})
+}
