@@ -90,7 +90,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	limits := telemetry.DefaultLimits()
 	limits.MaxPayload = cfg.MaxPayload
-	m.Ingestor = ingest.New(m.Bus, limits, m.log.With("component", "ingest"))
+	m.Ingestor = ingest.New(m.Bus, limits, cfg.DevicePublishRate, m.log.With("component", "ingest"))
 
 	wo := writer.Options{Batch: cfg.WriterBatch, MaxDelay: cfg.WriterMaxDelay, Logger: m.log.With("component", "writer"), Observe: m.Observe}
 	if m.Writer, err = writer.Start(ctx, m.DB, m.consumeTelemetry, wo); err != nil {

@@ -30,8 +30,26 @@ import (
 type Config struct {
 	DataDir string `yaml:"data_dir" help:"directory for the database and the embedded bus"`
 
-	HTTPAddr string `yaml:"http_addr" help:"REST API listen address (host:port; :0 picks a free port)"`
+	HTTPAddr string `yaml:"http_addr" help:"REST API and HTTP ingest listen address (host:port; :0 picks a free port)"`
 	MQTTAddr string `yaml:"mqtt_addr" help:"MQTT listen address (host:port; :0 picks a free port)"`
+	// The listeners below are off when their address is empty; the TLS
+	// ones (and CoAPS with certificates) need tls_cert_file and tls_key_file.
+	MQTTWSAddr  string `yaml:"mqtt_ws_addr" help:"MQTT over WebSocket listen address (path /mqtt); empty turns it off"`
+	MQTTSAddr   string `yaml:"mqtts_addr" help:"MQTT over TLS listen address, used when tls_cert_file is set; empty turns it off"`
+	MQTTWSSAddr string `yaml:"mqtt_wss_addr" help:"MQTT over secure WebSocket listen address (path /mqtt), used when tls_cert_file is set; empty turns it off"`
+	HTTPSAddr   string `yaml:"https_addr" help:"HTTPS listen address of the REST API and HTTP ingest, used when tls_cert_file is set; empty turns it off"`
+	CoAPAddr    string `yaml:"coap_addr" help:"CoAP (UDP) listen address; empty turns it off"`
+	CoAPSAddr   string `yaml:"coaps_addr" help:"CoAP over DTLS (UDP) listen address, for pre-shared keys and, with tls_cert_file, certificates; empty turns it off"`
+
+	TLSCertFile string `yaml:"tls_cert_file" help:"PEM server certificate (chain) for MQTTS, WSS, HTTPS and CoAPS; reloaded on SIGHUP or when the file changes"`
+	TLSKeyFile  string `yaml:"tls_key_file" help:"PEM private key of tls_cert_file"`
+
+	MQTTAllowAnonymous          bool          `yaml:"mqtt_allow_anonymous" help:"LAB USE ONLY: let MQTT clients without credentials connect and use any topic outside devices/"`
+	MQTTMaxKeepAlive            int           `yaml:"mqtt_max_keepalive" help:"longest MQTT keep-alive a client may ask for, in seconds; a longer (or no) keep-alive is cut to it (5.0) or refused (3.1.1)"`
+	MQTTMaxConnectionsPerDevice int           `yaml:"mqtt_max_connections_per_device" help:"most simultaneous MQTT connections of one device (a reused client ID takes over instead)"`
+	ConnectRatePerIP            int           `yaml:"connect_rate_per_ip" help:"MQTT connects per second allowed from one source address (bursts of 5 seconds' worth)"`
+	DevicePublishRate           int           `yaml:"device_publish_rate" help:"messages per second one device may publish over all protocols (bursts of 1 second's worth); the excess is dropped and counted"`
+	ConnectTimeout              time.Duration `yaml:"connect_timeout" help:"how long a new connection may stay without authenticating before it is closed"`
 
 	NATSURL  string `yaml:"nats_url" help:"external NATS JetStream server URL; empty runs an embedded server"`
 	NATSAddr string `yaml:"nats_addr" help:"loopback listen address of the embedded NATS server (it has no authentication); empty listens on no port"`
@@ -52,16 +70,27 @@ type Config struct {
 // Default returns the configuration a node runs with when nothing is set.
 func Default() Config {
 	return Config{
-		DataDir:         "./data",
-		HTTPAddr:        ":8080",
-		MQTTAddr:        ":1883",
-		BusMaxBytes:     4 << 30,
-		MaxPayload:      256 << 10,
-		WriterBatch:     1000,
-		WriterMaxDelay:  20 * time.Millisecond,
-		ShutdownTimeout: 15 * time.Second,
-		LogLevel:        "info",
-		LogFormat:       "text",
+		DataDir:                     "./data",
+		HTTPAddr:                    ":8080",
+		MQTTAddr:                    ":1883",
+		MQTTWSAddr:                  ":8083",
+		MQTTSAddr:                   ":8883",
+		MQTTWSSAddr:                 ":8084",
+		HTTPSAddr:                   ":8443",
+		CoAPAddr:                    ":5683",
+		CoAPSAddr:                   ":5684",
+		MQTTMaxKeepAlive:            3600,
+		MQTTMaxConnectionsPerDevice: 4,
+		ConnectRatePerIP:            20,
+		DevicePublishRate:           100,
+		ConnectTimeout:              10 * time.Second,
+		BusMaxBytes:                 4 << 30,
+		MaxPayload:                  256 << 10,
+		WriterBatch:                 1000,
+		WriterMaxDelay:              20 * time.Millisecond,
+		ShutdownTimeout:             15 * time.Second,
+		LogLevel:                    "info",
+		LogFormat:                   "text",
 	}
 }
 
@@ -211,6 +240,20 @@ func badFileValue(path string, data []byte) error {
 	return nil
 }
 
+// TLSError returns, as *Error, what is wrong with the TLS settings taken
+// together: a certificate needs its key and a key its certificate. It is
+// apart from Validate because each of the two is a valid setting alone
+// while a file is being written.
+func (c Config) TLSError() error {
+	switch {
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		return &Error{"tls_cert_file", "is needed with tls_key_file"}
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		return &Error{"tls_key_file", "is needed with tls_cert_file"}
+	}
+	return nil
+}
+
 // Validate checks every setting and returns the first wrong one as *Error.
 func (c Config) Validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
@@ -221,6 +264,32 @@ func (c Config) Validate() error {
 		if err := checkAddr(a.addr); err != nil {
 			return &Error{a.key, err.Error()}
 		}
+	}
+	for _, a := range []struct{ key, addr string }{
+		{"mqtt_ws_addr", c.MQTTWSAddr}, {"mqtts_addr", c.MQTTSAddr}, {"mqtt_wss_addr", c.MQTTWSSAddr},
+		{"https_addr", c.HTTPSAddr}, {"coap_addr", c.CoAPAddr}, {"coaps_addr", c.CoAPSAddr},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if err := checkAddr(a.addr); err != nil {
+			return &Error{a.key, err.Error()}
+		}
+	}
+	if c.MQTTMaxKeepAlive < 10 || c.MQTTMaxKeepAlive > 65535 {
+		return &Error{"mqtt_max_keepalive", fmt.Sprintf("%d is outside 10 to 65535 seconds", c.MQTTMaxKeepAlive)}
+	}
+	if c.MQTTMaxConnectionsPerDevice < 1 {
+		return &Error{"mqtt_max_connections_per_device", fmt.Sprintf("%d is under 1", c.MQTTMaxConnectionsPerDevice)}
+	}
+	if c.ConnectRatePerIP < 1 {
+		return &Error{"connect_rate_per_ip", fmt.Sprintf("%d is under 1", c.ConnectRatePerIP)}
+	}
+	if c.DevicePublishRate < 1 {
+		return &Error{"device_publish_rate", fmt.Sprintf("%d is under 1", c.DevicePublishRate)}
+	}
+	if c.ConnectTimeout < time.Second || c.ConnectTimeout > time.Minute {
+		return &Error{"connect_timeout", fmt.Sprintf("%s is outside 1s to 1m", c.ConnectTimeout)}
 	}
 	if c.NATSAddr != "" {
 		if err := checkAddr(c.NATSAddr); err != nil {

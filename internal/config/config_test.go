@@ -152,6 +152,15 @@ var validStrings = map[string]string{
 	"nats_addr":  "127.0.0.1:4222",
 	"log_level":  "debug",
 	"log_format": "json",
+
+	"mqtt_ws_addr":  "127.0.0.1:9083",
+	"mqtts_addr":    "127.0.0.1:9883",
+	"mqtt_wss_addr": "127.0.0.1:9084",
+	"https_addr":    "127.0.0.1:9443",
+	"coap_addr":     "127.0.0.1:6683",
+	"coaps_addr":    "127.0.0.1:6684",
+	"tls_cert_file": "/etc/tether/server.pem",
+	"tls_key_file":  "/etc/tether/server-key.pem",
 }
 
 // setting is one field of Config with a valid value other than its
@@ -215,7 +224,9 @@ func TestEverySettingFollowsTheNamingRule(t *testing.T) {
 			env  map[string]string
 			file string
 		}{
-			{how: "--" + flagName, args: []string{"--" + flagName, s.text}},
+			// --name=value works for every kind; a bool flag takes no
+			// separate value.
+			{how: "--" + flagName, args: []string{"--" + flagName + "=" + s.text}},
 			{how: envName, env: map[string]string{envName: s.text}},
 			{how: "the YAML key " + s.key, file: s.key + ": " + s.yaml + "\n"},
 		}
@@ -236,7 +247,7 @@ func TestEverySettingFollowsTheNamingRule(t *testing.T) {
 		}
 		t.Run(s.key+" is listed in the usage with its flag and environment variable", func(t *testing.T) {
 			for _, name := range []string{"-" + flagName + " ", envName} {
-				if !strings.Contains(usage.String(), name) {
+				if !strings.Contains(usage.String(), name) && !strings.Contains(usage.String(), strings.TrimSpace(name)+"\n") {
 					t.Errorf("usage does not mention %q:\n%s", name, usage.String())
 				}
 			}
@@ -425,6 +436,8 @@ func TestBadFiles(t *testing.T) {
 		{file: "address-without-port.bad.yml", key: "http_addr", mention: `"localhost"`},
 		{file: "port-out-of-range.bad.yml", key: "mqtt_addr", mention: "70000"},
 		{file: "duration-without-unit.bad.yml", key: "writer_max_delay", mention: `"10"`},
+		{file: "keepalive-forever.bad.yml", key: "mqtt_max_keepalive", mention: "10 to 65535"},
+		{file: "zero-publish-rate.bad.yml", key: "device_publish_rate", mention: "under 1"},
 		{file: "int-as-text.bad.yml", key: "writer_batch", mention: `"lots"`},
 		{file: "negative-payload.bad.yml", key: "max_payload", mention: "-1"},
 		{file: "loud-log.bad.yml", key: "log_level", mention: `"loud"`},

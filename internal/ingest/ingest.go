@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/limit"
 	"github.com/tether-iot/tether/internal/telemetry"
 )
 
@@ -35,6 +36,7 @@ const logEvery = time.Minute
 type Ingestor struct {
 	pub    Publisher
 	limits telemetry.Limits
+	rate   *limit.Keyed // per device, every protocol's publishes together
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -56,10 +58,16 @@ type deviceRejects struct {
 	suppressed uint64
 }
 
-// New returns an Ingestor that publishes to pub.
-func New(pub Publisher, limits telemetry.Limits, log *slog.Logger) *Ingestor {
+// New returns an Ingestor that publishes to pub and lets each device
+// publish at most publishRate messages per second (bursts of one second's
+// worth); 0 means no limit.
+func New(pub Publisher, limits telemetry.Limits, publishRate int, log *slog.Logger) *Ingestor {
+	var rate *limit.Keyed
+	if publishRate > 0 {
+		rate = limit.New(float64(publishRate), publishRate)
+	}
 	return &Ingestor{
-		pub: pub, limits: limits, log: log, now: time.Now,
+		pub: pub, limits: limits, rate: rate, log: log, now: time.Now,
 		devices: map[string]*deviceRejects{},
 		reasons: map[string]uint64{},
 	}
@@ -100,12 +108,35 @@ func (in *Ingestor) Accept(ctx context.Context, d *tether.Device, payload []byte
 	return len(points), nil
 }
 
+// ReasonRateLimited is the refusal reason counted for a message over its
+// device's publish rate.
+const ReasonRateLimited = "rate_limited"
+
+// Allow takes one message from the device's publish budget. Every gateway
+// calls it for every message a device publishes (telemetry or not) before
+// anything else; when it says no, the message is dropped, counted as
+// refused with reason [ReasonRateLimited], and the device should be told
+// to wait retryAfter where its protocol can say so.
+func (in *Ingestor) Allow(d *tether.Device) (ok bool, retryAfter time.Duration) {
+	if in.rate == nil || in.rate.Allow(d.ID) {
+		return true, 0
+	}
+	in.count(d, ReasonRateLimited, tether.Errorf(tether.ETOOLARGE, "over the device's publish rate"))
+	return false, in.rate.RetryAfter(d.ID)
+}
+
 func (in *Ingestor) reject(d *tether.Device, err error) {
 	reason := "invalid"
 	var te *telemetry.Error
 	if errors.As(err, &te) {
 		reason = te.Reason
 	}
+	in.count(d, reason, err)
+}
+
+// count records one refused message of a device and logs it, at most once
+// per device per minute.
+func (in *Ingestor) count(d *tether.Device, reason string, err error) {
 	now := in.now()
 	in.mu.Lock()
 	in.reasons[reason]++
