@@ -10,6 +10,7 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,10 +41,32 @@ type Ingestor interface {
 
 // Options configure a [Gateway].
 type Options struct {
-	Addr   string
+	// Listen addresses; an empty one is off. TLSAddr and WSSAddr need TLS.
+	Addr, WSAddr, TLSAddr, WSSAddr string
+	// TLS is the server side of MQTTS and WSS. Client certificates are
+	// requested, not verified: the Authenticator verifies them, since the
+	// trusted CAs are per tenant and change at run time.
+	TLS *tls.Config
+
 	Logger *slog.Logger
 	// PublishTimeout bounds how long a PUBLISH waits for the bus.
 	PublishTimeout time.Duration
+
+	// AllowAnonymous lets clients without credentials connect and use
+	// any topic outside devices/ (lab mode).
+	AllowAnonymous bool
+	// MaxKeepAlive is the longest keep-alive a client may have, seconds.
+	MaxKeepAlive uint16
+	// MaxConnectionsPerDevice bounds a device's simultaneous connections.
+	MaxConnectionsPerDevice int
+	// ConnectRatePerIP is the connects per second allowed from one source
+	// address (bursts of five seconds' worth); 0 means no limit.
+	ConnectRatePerIP int
+	// ConnectTimeout closes a connection that has not authenticated by then.
+	ConnectTimeout time.Duration
+	// StoreDir holds sessions, queued messages and retained messages
+	// across restarts; empty keeps them in memory only.
+	StoreDir string
 }
 
 // Gateway is the MQTT server.
