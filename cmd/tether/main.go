@@ -35,6 +35,8 @@ crosses a durable bus into storage, and apps read it over a REST API.
 
 Usage:
   tether serve [flags]   run a node; tether serve -h lists the settings
+  tether certs dev       write a development CA and server certificate
+  tether certs device    write a device client certificate signed by it
   tether version         print the version
 `
 
@@ -52,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "certs":
+		return runCerts(args[1:], stdout, stderr)
 	case "serve":
 	default:
 		fmt.Fprintf(stderr, "tether: unknown command %q\n\n%s", args[0], usage)
