@@ -33,6 +33,9 @@ type Device struct {
 	// TokenHash is the SHA-256 of the device token's secret part. It never
 	// leaves the server.
 	TokenHash []byte `json:"-"`
+	// PSKNonce selects the device's DTLS pre-shared key, which is derived
+	// from it and a node secret; 0 means the device has no key.
+	PSKNonce int64 `json:"-"`
 }
 
 // DeviceUpdate names the fields of a device to change; nil means keep.
@@ -79,3 +82,29 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // '#', so an ID is always one token of a NATS subject and one level of an
 // MQTT topic.
 func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Certificate is an X.509 client certificate registered for a device,
+// named by its fingerprint (the lowercase hex SHA-256 of its DER). A device
+// that presents it in a TLS handshake is that device, without a token.
+type Certificate struct {
+	Fingerprint string    `json:"fingerprint"`
+	TenantID    string    `json:"tenant_id"`
+	DeviceID    string    `json:"device_id"`
+	Subject     string    `json:"subject"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// CA is a certificate authority a tenant trusts for device certificates:
+// a client certificate it signed (directly or through intermediates the
+// device sends) whose common name or SAN URI urn:tether:device:<id> names
+// a device of the tenant authenticates as that device.
+type CA struct {
+	ID        string    `json:"id"` // the CA certificate's fingerprint
+	TenantID  string    `json:"tenant_id"`
+	Subject   string    `json:"subject"`
+	NotAfter  time.Time `json:"not_after"`
+	PEM       string    `json:"pem"`
+	CreatedAt time.Time `json:"created_at"`
+}

@@ -19,6 +19,8 @@ const (
 	EUNAUTHORIZED = "unauthorized" // no credential, or a wrong one
 	EFORBIDDEN    = "forbidden"    // a valid credential that may not do this
 	ETOOLARGE     = "too_large"    // the input is over a configured size limit
+	ETOOMANY      = "too_many"     // over a rate limit; try again later
+	EUNSUPPORTED  = "unsupported"  // the input's format (content type) is not one Tether reads
 	EUNAVAILABLE  = "unavailable"  // a dependency (the bus, the store) cannot take it now
 	EINTERNAL     = "internal"     // a bug or an unexpected failure
 )

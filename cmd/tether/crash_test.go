@@ -47,7 +47,9 @@ func startProcess(t *testing.T, dataDir string) *process {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--mqtt-addr", "127.0.0.1:0",
-		"--http-addr", "127.0.0.1:0", "--log-format", "json", "--writer-max-delay", "5ms")
+		"--http-addr", "127.0.0.1:0", "--log-format", "json", "--writer-max-delay", "5ms",
+		"--mqtt-ws-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", "--mqtt-wss-addr", "127.0.0.1:0",
+		"--https-addr", "127.0.0.1:0", "--coap-addr", "127.0.0.1:0", "--coaps-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "TETHER_BOOTSTRAP_ADMIN_KEY="+adminKey)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -63,6 +63,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	cfg, err := config.Load(args[1:], getenv, stderr)
+	if err == nil {
+		err = cfg.TLSError()
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
@@ -76,7 +79,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 1
 	}
 	m.PrintWelcome(stdout)
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for waiting := true; waiting; {
+		select {
+		case <-hup:
+			m.log.Info("SIGHUP: reloading the TLS certificate")
+			m.ReloadTLS()
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
 	m.log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	if err := m.Close(); err != nil {
 		fmt.Fprintf(stderr, "tether: shutdown: %v\n", err)

@@ -60,6 +60,10 @@ func startNodeWith(t testing.TB, edit func(*config.Config), observe func([]tethe
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr, cfg.MQTTAddr = "127.0.0.1:0", "127.0.0.1:0"
+	// Every other listener is on a free port too; the TLS ones start only
+	// with a certificate.
+	cfg.MQTTWSAddr, cfg.MQTTSAddr, cfg.MQTTWSSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPSAddr, cfg.CoAPAddr, cfg.CoAPSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.WriterMaxDelay = 5 * time.Millisecond
 	cfg.LogLevel = "debug"
 	if edit != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/bus"
+	"github.com/tether-iot/tether/internal/certs"
 	"github.com/tether-iot/tether/internal/config"
 	"github.com/tether-iot/tether/internal/httpapi"
 	"github.com/tether-iot/tether/internal/ingest"
@@ -35,8 +38,11 @@ type Main struct {
 	bootstrapKey string
 	log          *slog.Logger
 
-	DB       *sqlite.DB
-	Bus      *bus.Bus
+	DB  *sqlite.DB
+	Bus *bus.Bus
+	// TLS serves the server certificate to every TLS listener; nil
+	// without tls_cert_file.
+	TLS      *certs.Reloader
 	Registry *registry.Service
 	Ingestor *ingest.Ingestor
 	Writer   *writer.Writer
@@ -45,6 +51,7 @@ type Main struct {
 
 	unsubscribe func()
 	httpDone    chan error
+	stopWatch   context.CancelFunc
 }
 
 // NewMain returns a node that logs to logOut.
@@ -83,9 +90,27 @@ func (m *Main) Run(ctx context.Context) error {
 		m.log.Info("embedded NATS listening", "url", u)
 	}
 
-	m.Registry = registry.New(m.DB, m.Bus, m.log.With("component", "registry"))
+	secret, err := nodeSecret(filepath.Join(cfg.DataDir, "secret.key"))
+	if err != nil {
+		return err
+	}
+	m.Registry = registry.New(m.DB, m.Bus, registry.Options{PSKSecret: secret, Logger: m.log.With("component", "registry")})
 	if m.AdminKey, err = m.Registry.Bootstrap(ctx, m.bootstrapKey); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
+	}
+
+	var serverTLS *tls.Config
+	if err := cfg.TLSError(); err != nil {
+		return err
+	}
+	if cfg.TLSCertFile != "" {
+		if m.TLS, err = certs.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile, m.log.With("component", "tls")); err != nil {
+			return err
+		}
+		var watchCtx context.Context
+		watchCtx, m.stopWatch = context.WithCancel(context.Background())
+		go m.TLS.Watch(watchCtx, 2*time.Second)
+		serverTLS = certs.ServerConfig(m.TLS)
 	}
 
 	limits := telemetry.DefaultLimits()
@@ -108,12 +133,19 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.log.Info("MQTT listening", "addr", m.MQTT.Addr())
 
-	if m.HTTP, err = httpapi.New(m.Registry, m.DB, nodeStats{m}, httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http")}); err != nil {
+	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http")}
+	if serverTLS != nil {
+		ho.TLSAddr, ho.TLS = cfg.HTTPSAddr, serverTLS.Clone()
+	}
+	if m.HTTP, err = httpapi.New(m.Registry, m.DB, m.Ingestor, nodeStats{m}, ho); err != nil {
 		return err
 	}
 	m.httpDone = make(chan error, 1)
 	go func() { m.httpDone <- m.HTTP.Serve() }()
 	m.log.Info("HTTP API listening", "addr", m.HTTP.Addr())
+	if a := m.HTTP.TLSAddr(); a != "" {
+		m.log.Info("HTTPS API listening", "addr", a)
+	}
 	return nil
 }
 
@@ -137,13 +169,43 @@ func (m *Main) consumeTelemetry(ctx context.Context, maxPending int, handle func
 
 func (m *Main) onLifecycle(_, device, event string) {
 	switch event {
-	case registry.EventDeleted, registry.EventTokenRotated:
+	case registry.EventDeleted, registry.EventTokenRotated, registry.EventCertificateRevoked, registry.EventPSKChanged:
 		n := m.MQTT.Disconnect(device)
 		if event == registry.EventDeleted {
 			m.Ingestor.Forget(device)
 		}
 		m.log.Info("device connections cut", "device", device, "event", event, "connections", n)
 	}
+}
+
+// ReloadTLS reads the certificate and key files again (on SIGHUP); a
+// failure keeps the old pair and is logged.
+func (m *Main) ReloadTLS() {
+	if m.TLS != nil {
+		_ = m.TLS.Reload()
+	}
+}
+
+// nodeSecret reads the node's secret, creating it on first start. DTLS
+// pre-shared keys are derived from it, so it must stay with the data (and
+// be the same on every node of a cluster).
+func nodeSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		b = make([]byte, 32)
+		_, _ = rand.Read(b)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, fmt.Errorf("write node secret: %w", err)
+		}
+		return b, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read node secret: %w", err)
+	}
+	if len(b) < 32 {
+		return nil, fmt.Errorf("node secret %s is %d bytes; want 32 (delete it to make a new one, which changes every device's pre-shared key)", path, len(b))
+	}
+	return b, nil
 }
 
 // PrintWelcome tells a person where to connect and, on first start, the
@@ -195,6 +257,9 @@ func (m *Main) Close() error {
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
+	}
+	if m.stopWatch != nil {
+		m.stopWatch()
 	}
 	return errors.Join(errs...)
 }

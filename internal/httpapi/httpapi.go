@@ -6,6 +6,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/telemetry"
 )
 
 //go:embed openapi.json
@@ -32,6 +35,24 @@ type Registry interface {
 	UpdateDevice(ctx context.Context, tenant, id string, u tether.DeviceUpdate) (*tether.Device, error)
 	DeleteDevice(ctx context.Context, tenant, id string) error
 	RotateToken(ctx context.Context, tenant, id string) (string, error)
+
+	AuthenticateDevice(ctx context.Context, deviceID, token string) (*tether.Device, error)
+	AuthenticateCertificate(ctx context.Context, chain []*x509.Certificate) (*tether.Device, error)
+	AddCertificate(ctx context.Context, tenant, deviceID, pem string) (*tether.Certificate, error)
+	Certificates(ctx context.Context, tenant, deviceID string) ([]*tether.Certificate, error)
+	RevokeCertificate(ctx context.Context, tenant, deviceID, fingerprint string) error
+	AddCA(ctx context.Context, tenant, pem string) (*tether.CA, error)
+	CAs(ctx context.Context, tenant string) ([]*tether.CA, error)
+	DeleteCA(ctx context.Context, tenant, id string) error
+	RotatePSK(ctx context.Context, tenant, deviceID string) (string, error)
+	DeletePSK(ctx context.Context, tenant, deviceID string) error
+}
+
+// Ingestor takes a device's telemetry and returns once the bus has it.
+type Ingestor interface {
+	Accept(ctx context.Context, d *tether.Device, payload []byte) (int, error)
+	Limits() telemetry.Limits
+	Allow(d *tether.Device) (ok bool, retryAfter time.Duration)
 }
 
 // Telemetry is what the API reads of stored telemetry.
@@ -48,31 +69,48 @@ type Stats interface {
 
 // Options configure a [Server].
 type Options struct {
-	Addr   string
-	Logger *slog.Logger
+	Addr string
+	// TLSAddr, when set with TLS, serves the same API over HTTPS. Client
+	// certificates are requested, and a device may ingest with one.
+	TLSAddr string
+	TLS     *tls.Config
+	Logger  *slog.Logger
+	// PublishTimeout bounds how long an ingest request waits for the bus.
+	PublishTimeout time.Duration
 }
 
 // Server is the HTTP API server.
 type Server struct {
 	reg   Registry
 	tel   Telemetry
+	in    Ingestor
 	stats Stats
 	log   *slog.Logger
 	now   func() time.Time
 
-	ln  net.Listener
-	srv *http.Server
+	ln, tlsLn net.Listener
+	srv       *http.Server
+	timeout   time.Duration
 }
 
 // New builds the server and binds its listener, so that Addr is known
 // before Serve.
-func New(reg Registry, tel Telemetry, stats Stats, o Options) (*Server, error) {
-	s := &Server{reg: reg, tel: tel, stats: stats, log: o.Logger, now: time.Now}
+func New(reg Registry, tel Telemetry, in Ingestor, stats Stats, o Options) (*Server, error) {
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = 10 * time.Second
+	}
+	s := &Server{reg: reg, tel: tel, in: in, stats: stats, log: o.Logger, now: time.Now, timeout: o.PublishTimeout}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", o.Addr, err)
 	}
 	s.ln = ln
+	if o.TLSAddr != "" && o.TLS != nil {
+		if s.tlsLn, err = net.Listen("tcp", o.TLSAddr); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("https listen on %s: %w", o.TLSAddr, err)
+		}
+	}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -80,6 +118,7 @@ func New(reg Registry, tel Telemetry, stats Stats, o Options) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		TLSConfig:         o.TLS,
 	}
 	return s, nil
 }
@@ -87,12 +126,32 @@ func New(reg Registry, tel Telemetry, stats Stats, o Options) (*Server, error) {
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve serves until Shutdown; it blocks.
-func (s *Server) Serve() error {
-	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
+// TLSAddr returns the address of the HTTPS listener, or "" without one.
+func (s *Server) TLSAddr() string {
+	if s.tlsLn == nil {
+		return ""
 	}
-	return nil
+	return s.tlsLn.Addr().String()
+}
+
+// Serve serves HTTP and, if configured, HTTPS until Shutdown; it blocks.
+func (s *Server) Serve() error {
+	errc := make(chan error, 1)
+	if s.tlsLn != nil {
+		go func() { errc <- s.srv.ServeTLS(s.tlsLn, "", "") }()
+	} else {
+		errc <- http.ErrServerClosed
+	}
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	} else {
+		s.srv.Close()
+	}
+	if terr := <-errc; !errors.Is(terr, http.ErrServerClosed) && err == nil {
+		err = terr
+	}
+	return err
 }
 
 // Shutdown stops accepting and waits for requests in flight.
@@ -121,6 +180,16 @@ func (s *Server) Handler() http.Handler {
 	api("GET /api/v1/devices/{id}/telemetry", s.telemetry)
 	api("GET /api/v1/devices/{id}/latest", s.latest)
 	api("GET /api/v1/stats", s.getStats)
+	api("POST /api/v1/devices/{id}/certificates", s.addCertificate)
+	api("GET /api/v1/devices/{id}/certificates", s.listCertificates)
+	api("DELETE /api/v1/devices/{id}/certificates/{fingerprint}", s.revokeCertificate)
+	api("POST /api/v1/devices/{id}/psk", s.rotatePSK)
+	api("DELETE /api/v1/devices/{id}/psk", s.deletePSK)
+	api("POST /api/v1/cas", s.addCA)
+	api("GET /api/v1/cas", s.listCAs)
+	api("DELETE /api/v1/cas/{id}", s.deleteCA)
+	// Devices, not programs, call ingest, with their own credentials.
+	mux.HandleFunc("POST /api/v1/ingest", s.ingest)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, tether.Errorf(tether.ENOTFOUND, "no API route %s %s; see /api/v1/openapi.json", r.Method, r.URL.Path))
 	})
@@ -164,6 +233,8 @@ var statuses = map[string]int{
 	tether.EUNAUTHORIZED: http.StatusUnauthorized,
 	tether.EFORBIDDEN:    http.StatusForbidden,
 	tether.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	tether.ETOOMANY:      http.StatusTooManyRequests,
+	tether.EUNSUPPORTED:  http.StatusUnsupportedMediaType,
 	tether.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	tether.EINTERNAL:     http.StatusInternalServerError,
 }
@@ -175,6 +246,9 @@ type Problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
 	Code   string `json:"code"`
+	// Reason is the machine-readable reason a telemetry payload was
+	// refused (telemetry.Error's Reason), on ingest only.
+	Reason string `json:"reason,omitempty"`
 }
 
 func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
@@ -183,6 +257,21 @@ func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	detail, reason := tether.ErrorMessage(err), ""
+	// A telemetry payload that is JSON but breaks a rule is 422; one that
+	// is not JSON at all is 400; one over the size limit 413.
+	var bad *telemetry.Error
+	if errors.As(err, &bad) {
+		code, detail, reason = tether.EINVALID, bad.Message, bad.Reason
+		switch bad.Reason {
+		case "malformed_json":
+			status = http.StatusBadRequest
+		case "too_large":
+			code, status = tether.ETOOLARGE, http.StatusRequestEntityTooLarge
+		default:
+			status = http.StatusUnprocessableEntity
+		}
+	}
 	if code == tether.EINTERNAL {
 		s.log.Error("api", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
@@ -190,7 +279,7 @@ func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Problem{
 		Type: "about:blank", Title: http.StatusText(status), Status: status,
-		Detail: tether.ErrorMessage(err), Code: code,
+		Detail: detail, Code: code, Reason: reason,
 	})
 }
 

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/httpapi"
+	"github.com/tether-iot/tether/internal/telemetry"
 )
 
 // openAPIDoc is the part of an OpenAPI document the tests read.
@@ -83,7 +85,7 @@ func loadOpenAPI(t *testing.T) (raw []byte, tree map[string]any, doc openAPIDoc,
 // request itself is wrong.
 func newServer(t *testing.T) *httpapi.Server {
 	t.Helper()
-	srv, err := httpapi.New(fakeRegistry{}, fakeTelemetry{}, fakeStats{}, httpapi.Options{
+	srv, err := httpapi.New(fakeRegistry{}, fakeTelemetry{}, fakeIngestor{}, fakeStats{}, httpapi.Options{
 		Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -324,6 +326,52 @@ func (fakeRegistry) DeleteDevice(context.Context, string, string) error { return
 func (fakeRegistry) RotateToken(_ context.Context, _, id string) (string, error) {
 	return id + ".secret", nil
 }
+
+// A device token is "<id>.devsecret"; certificates are refused.
+func (fakeRegistry) AuthenticateDevice(_ context.Context, _, token string) (*tether.Device, error) {
+	id, secret, _ := strings.Cut(token, ".")
+	if secret != "devsecret" || !tether.ValidID(id) {
+		return nil, tether.Errorf(tether.EUNAUTHORIZED, "wrong token")
+	}
+	return fakeDevice(id), nil
+}
+
+func (fakeRegistry) AuthenticateCertificate(context.Context, []*x509.Certificate) (*tether.Device, error) {
+	return nil, tether.Errorf(tether.EUNAUTHORIZED, "no certificates here")
+}
+
+func (fakeRegistry) AddCertificate(_ context.Context, _, id, _ string) (*tether.Certificate, error) {
+	return &tether.Certificate{DeviceID: id, Fingerprint: "ab"}, nil
+}
+
+func (fakeRegistry) Certificates(context.Context, string, string) ([]*tether.Certificate, error) {
+	return []*tether.Certificate{}, nil
+}
+
+func (fakeRegistry) RevokeCertificate(context.Context, string, string, string) error { return nil }
+
+func (fakeRegistry) AddCA(context.Context, string, string) (*tether.CA, error) {
+	return &tether.CA{ID: "ab"}, nil
+}
+
+func (fakeRegistry) CAs(context.Context, string) ([]*tether.CA, error) { return []*tether.CA{}, nil }
+
+func (fakeRegistry) DeleteCA(context.Context, string, string) error { return nil }
+
+func (fakeRegistry) RotatePSK(context.Context, string, string) (string, error) {
+	return "0123456789abcdef0123456789abcdef", nil
+}
+
+func (fakeRegistry) DeletePSK(context.Context, string, string) error { return nil }
+
+// fakeIngestor takes everything.
+type fakeIngestor struct{}
+
+var _ httpapi.Ingestor = fakeIngestor{}
+
+func (fakeIngestor) Accept(context.Context, *tether.Device, []byte) (int, error) { return 1, nil }
+func (fakeIngestor) Limits() telemetry.Limits                                    { return telemetry.DefaultLimits() }
+func (fakeIngestor) Allow(*tether.Device) (bool, time.Duration)                  { return true, 0 }
 
 // fakeTelemetry has no points.
 type fakeTelemetry struct{}

@@ -59,15 +59,29 @@ const bootstrapKeyID = "bootstrap"
 
 // Service is the registry.
 type Service struct {
-	store  Store
-	notify Notifier
-	log    *slog.Logger
-	now    func() time.Time
+	store     Store
+	creds     CredentialStore
+	notify    Notifier
+	pskSecret []byte
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// Options are what a registry needs beyond its store and notifier.
+type Options struct {
+	// PSKSecret is the node secret DTLS pre-shared keys are derived from;
+	// without it no device can have one. Every node of a cluster needs the
+	// same secret.
+	PSKSecret []byte
+	Logger    *slog.Logger
 }
 
 // New returns a registry over store that announces lifecycle events to n.
-func New(store Store, n Notifier, log *slog.Logger) *Service {
-	return &Service{store: store, notify: n, log: log, now: func() time.Time { return time.Now().UTC() }}
+func New(store interface {
+	Store
+	CredentialStore
+}, n Notifier, o Options) *Service {
+	return &Service{store: store, creds: store, notify: n, pskSecret: o.PSKSecret, log: o.Logger, now: func() time.Time { return time.Now().UTC() }}
 }
 
 // Bootstrap makes sure the default tenant and an admin API key exist. When

@@ -34,7 +34,7 @@ func newRegistry(t *testing.T) (*registry.Service, *events, *sqlite.DB) {
 	}
 	t.Cleanup(func() { db.Close() })
 	ev := &events{}
-	return registry.New(db, ev, slog.New(slog.DiscardHandler)), ev, db
+	return registry.New(db, ev, registry.Options{PSKSecret: []byte("test node secret"), Logger: slog.New(slog.DiscardHandler)}), ev, db
 }
 
 func TestBootstrapCreatesOneAdminKeyOnce(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 const MaxDevicesPage = 1000
 
 const deviceColumns = `d.id, d.tenant_id, d.name, d.labels, d.metadata, d.token_hash,
-	d.created_at, d.updated_at, d.last_seen_at`
+	d.created_at, d.updated_at, d.last_seen_at, d.psk_nonce`
 
 // scanDevice reads a row of deviceColumns.
 func scanDevice(row interface{ Scan(...any) error }) (*tether.Device, error) {
@@ -30,7 +30,7 @@ func scanDevice(row interface{ Scan(...any) error }) (*tether.Device, error) {
 		lastSeen         sql.NullInt64
 	)
 	if err := row.Scan(&d.ID, &d.TenantID, &d.Name, &labels, &metadata, &d.TokenHash,
-		&created, &updated, &lastSeen); err != nil {
+		&created, &updated, &lastSeen, &d.PSKNonce); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(labels), &d.Labels); err != nil {
@@ -336,6 +336,24 @@ func (db *DB) SetDeviceToken(ctx context.Context, tenantID, id string, hash []by
 	})
 	if err != nil {
 		return fmt.Errorf("set device token %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetDevicePSKNonce stores the nonce of a device's DTLS pre-shared key (0
+// for none) and sets its UpdatedAt to now. It returns an ENOTFOUND error if
+// the tenant has no such device.
+func (db *DB) SetDevicePSKNonce(ctx context.Context, tenantID, id string, nonce int64, now time.Time) error {
+	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE devices SET psk_nonce = ?, updated_at = ? WHERE id = ? AND tenant_id = ?",
+			nonce, nanos(now), id, tenantID)
+		if err != nil {
+			return err
+		}
+		return mustAffect(res, id)
+	})
+	if err != nil {
+		return fmt.Errorf("set device psk %s: %w", id, err)
 	}
 	return nil
 }
