@@ -106,6 +106,11 @@ func New(reg Registry, tel Telemetry, in Ingestor, stats Stats, o Options) (*Ser
 	}
 	s.ln = ln
 	if o.TLSAddr != "" && o.TLS != nil {
+		// Serve and ServeTLS share one server, and the plain Serve would
+		// leave HTTP/2 unconfigured for TLS; offering h2 here keeps
+		// curl and browsers from negotiating what is then not served.
+		o.TLS = o.TLS.Clone()
+		o.TLS.NextProtos = []string{"h2", "http/1.1"}
 		if s.tlsLn, err = net.Listen("tcp", o.TLSAddr); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("https listen on %s: %w", o.TLSAddr, err)
