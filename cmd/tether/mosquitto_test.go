@@ -8,19 +8,21 @@ import (
 	"testing"
 )
 
-// mosquittoPub returns the path of mosquitto_pub; without it the test
-// skips, except in CI, where .ci/run installs it.
-func mosquittoPub(t *testing.T) string {
+// tool returns the path of a real peer program from a Debian package;
+// without it the test skips, except in CI, where .ci/run installs it.
+func tool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath("mosquitto_pub")
+	p, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatal("mosquitto_pub is missing; .ci/run should have installed mosquitto-clients")
+			t.Fatalf("%s is missing; .ci/run should have installed %s", name, pkg)
 		}
-		t.Skip("mosquitto_pub not installed (apt-get install mosquitto-clients)")
+		t.Skipf("%s not installed (apt-get install %s)", name, pkg)
 	}
 	return p
 }
+
+func mosquittoPub(t *testing.T) string { return tool(t, "mosquitto_pub", "mosquitto-clients") }
 
 // TestTheREADMEsMosquittoPubCommandsWork runs the tour's client, the
 // mosquitto_pub command line, against a node.
