@@ -15,6 +15,7 @@ import (
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/bus"
 	"github.com/tether-iot/tether/internal/certs"
+	"github.com/tether-iot/tether/internal/coap"
 	"github.com/tether-iot/tether/internal/config"
 	"github.com/tether-iot/tether/internal/httpapi"
 	"github.com/tether-iot/tether/internal/ingest"
@@ -47,6 +48,7 @@ type Main struct {
 	Ingestor *ingest.Ingestor
 	Writer   *writer.Writer
 	MQTT     *mqtt.Gateway
+	CoAP     *coap.Gateway
 	HTTP     *httpapi.Server
 
 	unsubscribe func()
@@ -117,21 +119,65 @@ func (m *Main) Run(ctx context.Context) error {
 	limits.MaxPayload = cfg.MaxPayload
 	m.Ingestor = ingest.New(m.Bus, limits, cfg.DevicePublishRate, m.log.With("component", "ingest"))
 
-	wo := writer.Options{Batch: cfg.WriterBatch, MaxDelay: cfg.WriterMaxDelay, Logger: m.log.With("component", "writer"), Observe: m.Observe}
+	// The CoAP gateway exists before the writer, which tells it what was
+	// stored (its observers of /latest), but serves only after it.
+	co := coap.Options{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr, Logger: m.log.With("component", "coap")}
+	if m.TLS != nil {
+		co.Certificate = m.TLS.Certificate
+	}
+	if m.CoAP, err = coap.New(m.Registry, m.Ingestor, m.DB, co); err != nil {
+		return err
+	}
+	observe := m.Observe
+	wo := writer.Options{Batch: cfg.WriterBatch, MaxDelay: cfg.WriterMaxDelay, Logger: m.log.With("component", "writer"),
+		Observe: func(msgs []tether.Message, committed time.Time) {
+			m.CoAP.Stored(msgs)
+			if observe != nil {
+				observe(msgs, committed)
+			}
+		}}
 	if m.Writer, err = writer.Start(ctx, m.DB, m.consumeTelemetry, wo); err != nil {
 		return err
 	}
 
-	if m.MQTT, err = mqtt.New(m.Registry, m.Ingestor, mqtt.Options{Addr: cfg.MQTTAddr, Logger: m.log}); err != nil {
+	mo := mqtt.Options{
+		Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr, Logger: m.log,
+		AllowAnonymous: cfg.MQTTAllowAnonymous, MaxKeepAlive: uint16(cfg.MQTTMaxKeepAlive),
+		MaxConnectionsPerDevice: cfg.MQTTMaxConnectionsPerDevice, ConnectRatePerIP: cfg.ConnectRatePerIP,
+		ConnectTimeout: cfg.ConnectTimeout, StoreDir: filepath.Join(cfg.DataDir, "mqtt"),
+	}
+	if serverTLS != nil {
+		mo.TLSAddr, mo.WSSAddr, mo.TLS = cfg.MQTTSAddr, cfg.MQTTWSSAddr, serverTLS.Clone()
+	}
+	if m.MQTT, err = mqtt.New(m.Registry, m.Ingestor, mo); err != nil {
 		return err
 	}
 	if m.unsubscribe, err = m.Bus.SubscribeLifecycle(m.onLifecycle); err != nil {
 		return err
 	}
+	if cfg.MQTTAllowAnonymous {
+		m.log.Warn("LAB MODE: MQTT clients without credentials may connect and use every topic outside devices/ (mqtt_allow_anonymous); never enable this on a network you do not trust")
+	}
 	if err := m.MQTT.Serve(); err != nil {
 		return fmt.Errorf("mqtt serve: %w", err)
 	}
-	m.log.Info("MQTT listening", "addr", m.MQTT.Addr())
+	for _, l := range []struct{ name, addr string }{
+		{"MQTT listening", m.MQTT.Addr()}, {"MQTT over WebSocket listening", m.MQTT.WSAddr()},
+		{"MQTTS listening", m.MQTT.TLSAddr()}, {"MQTT over secure WebSocket listening", m.MQTT.WSSAddr()},
+	} {
+		if l.addr != "" {
+			m.log.Info(l.name, "addr", l.addr)
+		}
+	}
+	if err := m.CoAP.Serve(); err != nil {
+		return fmt.Errorf("coap serve: %w", err)
+	}
+	if a := m.CoAP.Addr(); a != "" {
+		m.log.Info("CoAP listening", "addr", a)
+	}
+	if a := m.CoAP.DTLSAddr(); a != "" {
+		m.log.Info("CoAP over DTLS listening", "addr", a)
+	}
 
 	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http")}
 	if serverTLS != nil {
@@ -170,10 +216,14 @@ func (m *Main) consumeTelemetry(ctx context.Context, maxPending int, handle func
 func (m *Main) onLifecycle(_, device, event string) {
 	switch event {
 	case registry.EventDeleted, registry.EventTokenRotated, registry.EventCertificateRevoked, registry.EventPSKChanged:
-		n := m.MQTT.Disconnect(device)
+		var n int
 		if event == registry.EventDeleted {
+			n = m.MQTT.Forget(device)
 			m.Ingestor.Forget(device)
+		} else {
+			n = m.MQTT.Disconnect(device)
 		}
+		n += m.CoAP.Disconnect(device)
 		m.log.Info("device connections cut", "device", device, "event", event, "connections", n)
 	}
 }
@@ -211,8 +261,22 @@ func nodeSecret(path string) ([]byte, error) {
 // PrintWelcome tells a person where to connect and, on first start, the
 // admin API key: the only time it is ever shown.
 func (m *Main) PrintWelcome(w io.Writer) {
-	fmt.Fprintf(w, "\nTether %s is running.\n  REST API:  http://%s/api/v1  (OpenAPI: http://%s/api/v1/openapi.json)\n  MQTT:      mqtt://%s\n  Data:      %s\n",
-		version, displayAddr(m.HTTP.Addr()), displayAddr(m.HTTP.Addr()), displayAddr(m.MQTT.Addr()), m.Config.DataDir)
+	fmt.Fprintf(w, "\nTether %s is running.\n", version)
+	for _, l := range []struct{ name, scheme, addr, note string }{
+		{"REST API", "http", m.HTTP.Addr(), "/api/v1  (OpenAPI: /api/v1/openapi.json)"},
+		{"REST API", "https", m.HTTP.TLSAddr(), "/api/v1"},
+		{"MQTT", "mqtt", m.MQTT.Addr(), ""},
+		{"MQTT", "mqtts", m.MQTT.TLSAddr(), ""},
+		{"MQTT", "ws", m.MQTT.WSAddr(), "/mqtt"},
+		{"MQTT", "wss", m.MQTT.WSSAddr(), "/mqtt"},
+		{"CoAP", "coap", m.CoAP.Addr(), ""},
+		{"CoAP", "coaps", m.CoAP.DTLSAddr(), "  (DTLS pre-shared keys)"},
+	} {
+		if l.addr != "" {
+			fmt.Fprintf(w, "  %-9s %s://%s%s\n", l.name+":", l.scheme, displayAddr(l.addr), l.note)
+		}
+	}
+	fmt.Fprintf(w, "  Data:     %s\n", m.Config.DataDir)
 	if m.AdminKey != "" {
 		fmt.Fprintf(w, "\n  Admin API key (shown only this once; it is stored hashed):\n\n    %s\n\n  Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/devices\n",
 			m.AdminKey, m.AdminKey, displayAddr(m.HTTP.Addr()))
@@ -239,6 +303,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.MQTT != nil {
 		errs = append(errs, m.MQTT.Close(ctx))
+	}
+	if m.CoAP != nil {
+		errs = append(errs, m.CoAP.Close(ctx))
 	}
 	if m.unsubscribe != nil {
 		m.unsubscribe()

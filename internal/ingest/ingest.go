@@ -121,8 +121,22 @@ func (in *Ingestor) Allow(d *tether.Device) (ok bool, retryAfter time.Duration) 
 	if in.rate == nil || in.rate.Allow(d.ID) {
 		return true, 0
 	}
-	in.count(d, ReasonRateLimited, tether.Errorf(tether.ETOOLARGE, "over the device's publish rate"))
+	in.count(d, ReasonRateLimited, tether.Errorf(tether.ETOOMANY, "over the device's publish rate"))
 	return false, in.rate.RetryAfter(d.ID)
+}
+
+// Throttle is Allow for a protocol that cannot say "no" to a message it
+// must acknowledge (an MQTT 3.1.1 QoS 1 or 2 publish): it waits for the
+// device's next token if that comes within most, which slows the device
+// down without dropping what it sent. It returns false, counted as a
+// refusal, when the wait would be longer; the caller must then not
+// acknowledge the message.
+func (in *Ingestor) Throttle(ctx context.Context, d *tether.Device, most time.Duration) bool {
+	if in.rate == nil || in.rate.Wait(ctx, d.ID, most) {
+		return true
+	}
+	in.count(d, ReasonRateLimited, tether.Errorf(tether.ETOOMANY, "over the device's publish rate"))
+	return false
 }
 
 func (in *Ingestor) reject(d *tether.Device, err error) {

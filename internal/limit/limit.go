@@ -6,6 +6,7 @@
 package limit
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,47 @@ func (k *Keyed) Allow(key string) bool {
 	b.denied++
 	k.denied.Add(1)
 	return false
+}
+
+// Wait takes one token from key's bucket, waiting for it if need be, but
+// only if it comes within most; otherwise (or if ctx ends first) it takes
+// nothing, counts a refusal and returns false. It is backpressure for a
+// sender that cannot be told "no" but can be slowed down.
+func (k *Keyed) Wait(ctx context.Context, key string, most time.Duration) bool {
+	now := k.now()
+	k.mu.Lock()
+	k.sweep(now)
+	b := k.buckets[key]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(k.rate, k.burst)}
+		k.buckets[key] = b
+	}
+	r := b.lim.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	if !r.OK() || d > most {
+		r.CancelAt(now)
+		b.denied++
+		k.mu.Unlock()
+		k.denied.Add(1)
+		return false
+	}
+	k.mu.Unlock()
+	if d == 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		k.mu.Lock()
+		r.CancelAt(k.now())
+		b.denied++
+		k.mu.Unlock()
+		k.denied.Add(1)
+		return false
+	}
 }
 
 // RetryAfter returns how long until key's bucket has a token again.

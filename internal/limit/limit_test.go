@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -55,6 +56,22 @@ func TestKeyed(t *testing.T) {
 		c.t = c.t.Add(100 * time.Millisecond)
 		if !k.Allow("a") {
 			t.Fatal("refused after a refill period")
+		}
+	})
+	t.Run("Wait takes a token that comes soon enough and refuses one that does not", func(t *testing.T) {
+		c := &clock{time.Unix(1000, 0)}
+		k := newAt(c, 100, 1) // a token every 10ms
+		if !k.Wait(context.Background(), "a", 0) {
+			t.Fatal("the burst token was refused")
+		}
+		if k.Wait(context.Background(), "a", time.Millisecond) {
+			t.Fatal("a token 10ms away was taken with 1ms allowed")
+		}
+		if !k.Wait(context.Background(), "a", time.Second) {
+			t.Fatal("a token 10ms away was refused with 1s allowed")
+		}
+		if got := k.Denied(); got != 1 {
+			t.Errorf("Denied() = %d, want 1", got)
 		}
 	})
 	t.Run("full buckets are forgotten", func(t *testing.T) {

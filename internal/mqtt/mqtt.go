@@ -1,42 +1,71 @@
 // Package mqtt is Tether's MQTT 3.1.1 and 5.0 gateway, built on the
-// mochi-mqtt broker. It authenticates devices (username = device ID,
-// password = token), confines each to its own topic tree devices/<id>/…,
-// and hands telemetry published on devices/<id>/telemetry to the ingest
-// path, acknowledging a QoS 1 or 2 PUBLISH only once the bus has stored it.
+// mochi-mqtt broker. One broker serves four listeners (TCP, TLS,
+// WebSocket and secure WebSocket on the path /mqtt), with the same
+// sessions on all of them.
 //
-// The broker stays a broker: a device's other publishes inside its own tree
-// reach subscribers as usual.
+// A device authenticates with a token (username = device ID, password =
+// token) or, on a TLS listener, with a client certificate that the
+// [Authenticator] verifies. It is confined to its own topic tree
+// devices/<id>/…, and telemetry it publishes on devices/<id>/telemetry goes
+// to the ingest path: a QoS 1 or 2 PUBLISH is acknowledged only once the
+// bus has stored it. Other publishes inside its tree reach subscribers as
+// usual. In lab mode ([Options].AllowAnonymous) a client without any
+// credential may use every topic outside devices/, and never reads one
+// inside it; $ topics are the server's, read-only.
+//
+// The gateway guards itself: connects per source address, connections per
+// device, the keep-alive a client may ask for, the time a socket may take
+// to authenticate, each device's publish budget (shared with the other
+// protocols through the [Ingestor]) and the number of retained messages.
+// With [Options].StoreDir, persistent sessions (subscriptions, queued and
+// in-flight messages) and retained messages survive a restart.
+//
+// Inside the broker a client ID is scoped by its owner, "<device>:<client
+// id>" for a device and "~anon:<client id>" for an anonymous client,
+// because the broker finds sessions by client ID alone; and a client's
+// username is its owner's identity (tenant, device ID and creation time),
+// stored with its session, so that a session restored from the store is
+// resumed only by the device that left it, not by a device created later
+// under the same ID.
 package mqtt
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/limit"
 	"github.com/tether-iot/tether/internal/telemetry"
 )
 
 // Authenticator checks a device's credentials.
 type Authenticator interface {
 	AuthenticateDevice(ctx context.Context, deviceID, token string) (*tether.Device, error)
+	// AuthenticateCertificate returns the device a TLS client certificate
+	// chain authenticates. chain[0] is the client's leaf certificate as
+	// presented in the TLS handshake; the implementation verifies the
+	// chain, expiry and revocation. EUNAUTHORIZED on failure.
+	AuthenticateCertificate(ctx context.Context, chain []*x509.Certificate) (*tether.Device, error)
 }
 
 // Ingestor takes a device's telemetry and returns once it is durable.
 type Ingestor interface {
 	Accept(ctx context.Context, d *tether.Device, payload []byte) (int, error)
 	Limits() telemetry.Limits
+	// Allow takes one message from the device's publish budget (and
+	// counts a refusal itself).
+	Allow(d *tether.Device) (ok bool, retryAfter time.Duration)
+	// Throttle waits up to most for the device's next token, for a
+	// publish that cannot be refused (3.1.1 QoS 1 or 2).
+	Throttle(ctx context.Context, d *tether.Device, most time.Duration) bool
 }
 
 // Options configure a [Gateway].
@@ -69,27 +98,56 @@ type Options struct {
 	StoreDir string
 }
 
+// Bounds on retained messages, so that a runaway device (or lab client)
+// cannot fill the memory: retained topics per device tree, and in all
+// outside devices/ together.
+const (
+	maxRetainedPerDevice = 100
+	maxRetainedAnonymous = 10_000
+)
+
+// sessionExpiry is the longest a session outlives its connection, so that
+// a device cannot pin memory with sessions it never comes back to.
+const sessionExpiry = 24 * 60 * 60
+
 // Gateway is the MQTT server.
 type Gateway struct {
-	srv  *mochi.Server
-	hook *hook
-	addr string
+	srv       *mochi.Server
+	hook      *hook
+	listeners map[string]*listener // by ID: tcp, tls, ws, wss
+	closed    atomic.Bool
 }
 
-// New builds the gateway and binds its listener, so that Addr is known
-// before Serve.
+// New builds the gateway, opens its store and binds its listeners, so
+// that the addresses are known before Serve.
 func New(auth Authenticator, in Ingestor, o Options) (*Gateway, error) {
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = 10 * time.Second
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if (o.TLSAddr != "" || o.WSSAddr != "") && o.TLS == nil {
+		return nil, errors.New("mqtt: the TLS and WSS listeners need a TLS configuration")
 	}
 	caps := mochi.NewDefaultServerCapabilities()
 	// Packets well over the payload limit are cut off by the broker
 	// itself; those only a little over it reach the ingest path, which
 	// refuses them with a reason the device can read.
 	caps.MaximumPacketSize = uint32(in.Limits().MaxPayload + 64<<10)
-	// A session outlives its connection by at most a day, so a device
-	// cannot pin memory with sessions it never comes back to.
-	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	caps.MaximumSessionExpiryInterval = sessionExpiry
+	// mochi's default (a day) deletes every retained message a day after
+	// it was published, and stamps every message it delivers with a
+	// Message Expiry Interval the publisher never set. Retained messages
+	// are bounded in number instead; queued messages go with their
+	// session; a publisher's own expiry is still honoured.
+	caps.MaximumMessageExpiryInterval = 0
+	// mochi copies a PUBLISH's properties (user properties included) into
+	// the PUBACK it answers with; Mosquitto does not.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mochi.New(&mochi.Options{
 		InlineClient: true,
 		Capabilities: caps,
@@ -97,306 +155,135 @@ func New(auth Authenticator, in Ingestor, o Options) (*Gateway, error) {
 		// warn; Tether logs what matters itself.
 		Logger: slog.New(minLevel{slog.LevelError, o.Logger.Handler()}).With("component", "mqtt"),
 	})
-	h := &hook{
-		srv: srv, auth: auth, in: in, log: o.Logger, timeout: o.PublishTimeout,
-		devices: map[string]*entry{},
-	}
-	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h := newHook(srv, auth, in, o)
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("mqtt hook: %w", err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr})
-	if err := srv.AddListener(tcp); err != nil {
-		return nil, fmt.Errorf("mqtt listen on %s: %w", o.Addr, err)
+	g := &Gateway{srv: srv, hook: h, listeners: map[string]*listener{}}
+	if o.StoreDir != "" {
+		st, err := openStore(o.StoreDir, srv, caps.MaximumSessionExpiryInterval, o.Logger, h.retained.load)
+		if err != nil {
+			return nil, err
+		}
+		if err := srv.AddHook(st, nil); err != nil {
+			_ = st.Stop()
+			return nil, fmt.Errorf("mqtt store hook: %w", err)
+		}
+		h.store = st
 	}
-	return &Gateway{srv: srv, hook: h, addr: tcp.Address()}, nil
+	var tlsConf *tls.Config
+	if o.TLS != nil {
+		tlsConf = o.TLS.Clone()
+		if tlsConf.ClientAuth == tls.NoClientCert {
+			tlsConf.ClientAuth = tls.RequestClientCert
+		}
+	}
+	for _, l := range []struct {
+		id, addr string
+		tls      *tls.Config
+		ws       bool
+	}{
+		{"tcp", o.Addr, nil, false},
+		{"tls", o.TLSAddr, tlsConf, false},
+		{"ws", o.WSAddr, nil, true},
+		{"wss", o.WSSAddr, tlsConf, true},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		ln := newListener(l.id, l.addr, l.tls, l.ws, o.ConnectTimeout, o.Logger)
+		if err := srv.AddListener(ln); err != nil {
+			g.abandon()
+			return nil, err
+		}
+		g.listeners[l.id] = ln
+	}
+	return g, nil
 }
 
-// Addr returns the address the gateway listens on.
-func (g *Gateway) Addr() string { return g.addr }
+// abandon releases what New took when it cannot finish.
+func (g *Gateway) abandon() {
+	for _, l := range g.listeners {
+		_ = l.ln.Close()
+	}
+	if g.hook.store != nil {
+		_ = g.hook.store.Stop()
+	}
+}
 
-// Serve starts accepting connections; it returns at once.
-func (g *Gateway) Serve() error { return g.srv.Serve() }
+func (g *Gateway) address(id string) string {
+	if l := g.listeners[id]; l != nil {
+		return l.Address()
+	}
+	return ""
+}
 
-// Disconnect cuts every connection of a device (deleted, or its token
-// rotated).
+// Addr returns the address of the TCP listener, or "" when it is off.
+func (g *Gateway) Addr() string { return g.address("tcp") }
+
+// TLSAddr returns the address of the TLS listener, or "" when it is off.
+func (g *Gateway) TLSAddr() string { return g.address("tls") }
+
+// WSAddr returns the address of the WebSocket listener, or "" when it is
+// off.
+func (g *Gateway) WSAddr() string { return g.address("ws") }
+
+// WSSAddr returns the address of the secure WebSocket listener, or "" when
+// it is off.
+func (g *Gateway) WSSAddr() string { return g.address("wss") }
+
+// Serve loads the stored state, if any, and starts accepting connections;
+// it returns at once.
+func (g *Gateway) Serve() error {
+	if err := g.srv.Serve(); err != nil {
+		return fmt.Errorf("mqtt serve: %w", err)
+	}
+	return nil
+}
+
+// Disconnect cuts every connection of a device (its token rotated, or a
+// certificate revoked); its sessions stay, for when it comes back.
 func (g *Gateway) Disconnect(deviceID string) int { return g.hook.disconnect(deviceID) }
+
+// Forget cuts every connection of a deleted device and deletes its
+// sessions (with their queued messages) and its retained messages, so
+// that nothing of it reaches a device created later under the same ID.
+// It returns the number of connections cut.
+func (g *Gateway) Forget(deviceID string) int { return g.hook.forget(deviceID) }
 
 // Close stops the gateway gracefully: publishes that arrive from now on
 // are not acknowledged (so the devices send them again), the ones already
 // on their way to the bus finish and are acknowledged, then every client
-// is disconnected.
+// is disconnected and, with a store, the state is flushed to disk and the
+// store closed.
 func (g *Gateway) Close(ctx context.Context) error {
+	if g.closed.Swap(true) {
+		return nil
+	}
 	g.hook.closing.Store(true)
 	done := make(chan struct{})
 	go func() { g.hook.inflight.Wait(); close(done) }()
-	var err error
+	var errs []error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = errors.New("mqtt: in-flight publishes did not finish in time")
+		errs = append(errs, errors.New("mqtt: in-flight publishes did not finish in time"))
 	}
 	g.hook.cancel()
-	if cerr := g.srv.Close(); cerr != nil && err == nil {
-		err = cerr
+	closed := make(chan struct{})
+	go func() {
+		// mochi's Close disconnects the clients listener by listener,
+		// waits for their goroutines and stops the hooks (the store
+		// flushes and closes then). It returns no error of its own.
+		_ = g.srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		errs = append(errs, errors.New("mqtt: the broker did not stop in time"))
 	}
-	return err
-}
-
-// hook implements the broker's hooks that Tether needs.
-type hook struct {
-	mochi.HookBase
-	srv     *mochi.Server
-	auth    Authenticator
-	in      Ingestor
-	log     *slog.Logger
-	timeout time.Duration
-
-	ctx      context.Context
-	cancel   context.CancelFunc
-	closing  atomic.Bool
-	inflight sync.WaitGroup
-
-	// devices holds the authenticated devices with their live clients.
-	// It is keyed by device ID (the client's username) rather than by
-	// client, so that it stays bounded by the number of devices even for
-	// clients the broker drops between authentication and session start
-	// without an OnDisconnect; those are pruned on the device's next
-	// connect.
-	mu      sync.RWMutex
-	devices map[string]*entry
-}
-
-type entry struct {
-	device  *tether.Device
-	clients map[*mochi.Client]struct{}
-}
-
-// ID names the hook.
-func (h *hook) ID() string { return "tether" }
-
-// Provides reports the events the hook handles.
-func (h *hook) Provides(b byte) bool {
-	switch b {
-	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnPublish, mochi.OnDisconnect:
-		return true
-	}
-	return false
-}
-
-// OnConnect authenticates the client. Authentication is done here rather
-// than in OnConnectAuthenticate so that a refusal can answer "not
-// authorized" (5.0: 0x87, 3.1.1: 0x05) as the issue asks; the broker's
-// own refusal says "bad user name or password".
-func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
-	user, pass := string(cl.Properties.Username), string(pk.Connect.Password)
-	d, err := h.authenticate(user, pass)
-	if err != nil {
-		return h.refuse(cl, user, err)
-	}
-	// Client IDs are scoped by device: the broker looks sessions up by
-	// client ID alone, so without this a device that used another's client
-	// ID would take over its connection and inherit its session.
-	cl.ID = d.ID + ":" + cl.ID
-	h.register(cl, d)
-	// A rotation or deletion announced between the check above and the
-	// registration found no connection to cut; checking again after
-	// registering closes that window.
-	if _, err := h.authenticate(user, pass); err != nil {
-		h.unregister(cl)
-		return h.refuse(cl, user, err)
-	}
-	return nil
-}
-
-func (h *hook) authenticate(user, pass string) (*tether.Device, error) {
-	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
-	defer cancel()
-	d, err := h.auth.AuthenticateDevice(ctx, user, pass)
-	if err == nil && d.ID != user {
-		err = tether.Errorf(tether.EUNAUTHORIZED, "token of another device")
-	}
-	return d, err
-}
-
-// refuse answers a failed authentication with CONNACK "not authorized", or
-// "server unavailable" when the registry could not be asked.
-func (h *hook) refuse(cl *mochi.Client, user string, err error) error {
-	if tether.ErrorCode(err) != tether.EUNAUTHORIZED {
-		h.log.Error("mqtt authenticate", "err", err)
-		_ = h.srv.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
-		return packets.ErrServerUnavailable
-	}
-	h.log.Debug("mqtt connect refused", "username", truncate(user), "remote", cl.Net.Remote)
-	code := packets.ErrNotAuthorized
-	if cl.Properties.ProtocolVersion < 5 {
-		// The broker maps this one to 3.1.1's 0x05 "not authorized".
-		code = packets.ErrBadUsernameOrPassword
-	}
-	_ = h.srv.SendConnack(cl, code, false, nil)
-	return code
-}
-
-func (h *hook) register(cl *mochi.Client, d *tether.Device) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	e := h.devices[d.ID]
-	if e == nil {
-		e = &entry{clients: map[*mochi.Client]struct{}{}}
-		h.devices[d.ID] = e
-	}
-	e.device = d
-	for old := range e.clients {
-		if old.Closed() {
-			delete(e.clients, old)
-		}
-	}
-	e.clients[cl] = struct{}{}
-}
-
-func (h *hook) unregister(cl *mochi.Client) {
-	id := string(cl.Properties.Username)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if e := h.devices[id]; e != nil {
-		delete(e.clients, cl)
-		if len(e.clients) == 0 {
-			delete(h.devices, id)
-		}
-	}
-}
-
-// OnConnectAuthenticate accepts the clients OnConnect authenticated.
-func (h *hook) OnConnectAuthenticate(cl *mochi.Client, _ packets.Packet) bool {
-	return h.device(cl) != nil
-}
-
-// OnDisconnect forgets the client.
-func (h *hook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.unregister(cl) }
-
-func (h *hook) disconnect(deviceID string) int {
-	h.mu.RLock()
-	var victims []*mochi.Client
-	if e := h.devices[deviceID]; e != nil {
-		for cl := range e.clients {
-			victims = append(victims, cl)
-		}
-	}
-	h.mu.RUnlock()
-	for _, cl := range victims {
-		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
-	}
-	return len(victims)
-}
-
-// device returns the device a client authenticated as, or nil.
-func (h *hook) device(cl *mochi.Client) *tether.Device {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if e := h.devices[string(cl.Properties.Username)]; e != nil {
-		if _, ok := e.clients[cl]; ok {
-			return e.device
-		}
-	}
-	return nil
-}
-
-// OnACLCheck confines a device to devices/<its id>/… for both publish
-// and subscribe (topic is then a filter).
-func (h *hook) OnACLCheck(cl *mochi.Client, topic string, _ bool) bool {
-	d := h.device(cl)
-	return d != nil && strings.HasPrefix(topic, "devices/"+d.ID+"/")
-}
-
-// OnPublish hands telemetry to the ingest path and blocks this client's
-// packet loop until the bus has it: the broker sends PUBACK (or PUBREC)
-// only after this returns without error.
-func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil
-	}
-	d := h.device(cl)
-	if d == nil || pk.TopicName != "devices/"+d.ID+"/telemetry" {
-		return pk, nil
-	}
-	h.inflight.Add(1)
-	defer h.inflight.Done()
-	if h.closing.Load() {
-		// Not acknowledged: the device sends it again to the next server.
-		return pk, packets.ErrRejectPacket
-	}
-	ctx, cancel := context.WithTimeout(h.ctx, h.timeout)
-	defer cancel()
-	_, err := h.in.Accept(ctx, d, pk.Payload)
-	if err == nil {
-		return pk, nil
-	}
-	v5 := cl.Properties.ProtocolVersion == 5
-	var bad *telemetry.Error
-	if errors.As(err, &bad) {
-		h.tellDevice(d, pk.TopicName, bad)
-		if v5 && pk.FixedHeader.Qos > 0 {
-			return h.nack(cl, pk, packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: truncateReason(bad.Message)})
-		}
-		// 3.1.1 has no negative PUBACK: acknowledge (so the device does
-		// not resend a message that can never be accepted) and keep it
-		// from subscribers; the device reads why on its errors topic.
-		return pk, packets.CodeSuccessIgnore
-	}
-	// The bus could not store it: never acknowledge.
-	if v5 && pk.FixedHeader.Qos > 0 {
-		return h.nack(cl, pk, packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "the message could not be stored; send it again"})
-	}
-	if pk.FixedHeader.Qos > 0 {
-		// A 3.1.1 client resends unacknowledged messages when it
-		// reconnects, so close the connection rather than leave it waiting.
-		cl.Stop(err)
-	}
-	return pk, packets.ErrRejectPacket
-}
-
-// nack refuses an MQTT 5 publish with a reason code. For QoS 1 the broker
-// sends the PUBACK; it would send a PUBACK for QoS 2 too, which the
-// protocol does not allow, so a QoS 2 refusal is answered with a PUBREC
-// here (a PUBREC with an error code ends the exchange).
-func (h *hook) nack(cl *mochi.Client, pk packets.Packet, code packets.Code) (packets.Packet, error) {
-	if pk.FixedHeader.Qos < 2 {
-		return pk, code
-	}
-	err := cl.WritePacket(packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
-		PacketID:    pk.PacketID,
-		ReasonCode:  code.Code,
-		Properties:  packets.Properties{ReasonString: code.Reason},
-	})
-	if err != nil {
-		h.log.Debug("mqtt pubrec", "err", err)
-	}
-	return pk, packets.ErrRejectPacket
-}
-
-// tellDevice publishes why a message was refused on devices/<id>/errors.
-func (h *hook) tellDevice(d *tether.Device, topic string, e *telemetry.Error) {
-	body, _ := json.Marshal(map[string]string{"topic": topic, "reason": e.Reason, "error": e.Message})
-	if err := h.srv.Publish("devices/"+d.ID+"/errors", body, false, 0); err != nil {
-		h.log.Debug("publish device error", "device", d.ID, "err", err)
-	}
-}
-
-// truncateReason keeps a reason string well inside what MQTT allows.
-func truncateReason(s string) string {
-	if len(s) > 200 {
-		return s[:200]
-	}
-	return s
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
+	return errors.Join(errs...)
 }
 
 // minLevel drops records below a level.
@@ -414,3 +301,11 @@ func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
 }
 
 func (h minLevel) WithGroup(g string) slog.Handler { return minLevel{h.min, h.Handler.WithGroup(g)} }
+
+// newLimiter returns a keyed token bucket, or nil for no limit.
+func newLimiter(perSecond float64, burst int) *limit.Keyed {
+	if perSecond <= 0 {
+		return nil
+	}
+	return limit.New(perSecond, burst)
+}

@@ -1,0 +1,194 @@
+package coap_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-iot/tether"
+)
+
+// libcoap returns the path of a libcoap client, skipping the test when it
+// is not installed (failing it on CI, where it must be).
+func libcoap(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found: install the Debian package libcoap3-bin", name)
+		}
+		t.Skipf("%s not found: install the Debian package libcoap3-bin to run the interop tests", name)
+	}
+	return path
+}
+
+// runClient runs a libcoap client and returns its output. The clients exit
+// 0 even when the response is an error, so tests judge by what the fakes
+// saw or by the -v 7 output.
+func runClient(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if os.Getenv("SHOWOUT") != "" {
+		t.Logf("output:\n%s", out)
+	}
+	if err != nil {
+		t.Logf("%s %s: %v", filepath.Base(bin), strings.Join(args, " "), err)
+	}
+	return string(out)
+}
+
+func port(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLibcoapInterop(t *testing.T) {
+	plain := libcoap(t, "coap-client-notls")
+	secure := libcoap(t, "coap-client-openssl")
+
+	uri := func(e *env, path string) string {
+		return "coap://127.0.0.1:" + port(t, e.g.Addr()) + path + "?t=" + token
+	}
+	secureURI := func(e *env, path string) string {
+		return "coaps://127.0.0.1:" + port(t, e.g.DTLSAddr()) + path
+	}
+	wantStored := func(t *testing.T, e *env, want string, out string) {
+		t.Helper()
+		got := e.in.got()
+		if len(got) != 1 || got[0].payload != want || got[0].device != deviceID {
+			t.Fatalf("ingest got %v, want %q\nclient output:\n%s", got, want, out)
+		}
+	}
+
+	t.Run("coap-client-notls posts JSON with the token in the query", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, plain, "-m", "post", "-t", "json", "-e", `{"temp":21.5}`, uri(e, "/telemetry"))
+		wantStored(t, e, `{"temp":21.5}`, out)
+	})
+	t.Run("coap-client-notls posts non-confirmable", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, plain, "-N", "-m", "post", "-t", "json", "-e", `{"temp":21.5}`, uri(e, "/telemetry"))
+		wantStored(t, e, `{"temp":21.5}`, out)
+	})
+	t.Run("coap-client-notls posts CBOR", func(t *testing.T) {
+		e := start(t)
+		// {"temp": 21.5} with 21.5 as a half-precision float.
+		out := runClient(t, plain, "-m", "post", "-t", "cbor", "-e", "%A1%64temp%F9%4D%60", uri(e, "/telemetry"))
+		wantStored(t, e, `{"temp":21.5}`, out)
+	})
+	t.Run("coap-client-notls posts block-wise under the limit", func(t *testing.T) {
+		e := start(t, func(e *env) { e.in.limits.MaxPayload = 2048 })
+		payload := bigJSON(1500)
+		file := filepath.Join(t.TempDir(), "payload.json")
+		if err := os.WriteFile(file, []byte(payload), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := runClient(t, plain, "-m", "post", "-t", "json", "-b", "64", "-f", file, uri(e, "/telemetry"))
+		wantStored(t, e, payload, out)
+	})
+	t.Run("coap-client-notls posting block-wise over the limit gets 4.13 and stores nothing", func(t *testing.T) {
+		e := start(t, func(e *env) { e.in.limits.MaxPayload = 512 })
+		file := filepath.Join(t.TempDir(), "payload.json")
+		if err := os.WriteFile(file, []byte(bigJSON(1500)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := runClient(t, plain, "-v", "7", "-m", "post", "-t", "json", "-b", "64", "-f", file, uri(e, "/telemetry"))
+		if !strings.Contains(out, "4.13") {
+			t.Errorf("no 4.13 in the client's output:\n%s", out)
+		}
+		if got := e.in.got(); len(got) != 0 {
+			t.Errorf("ingest got %d messages", len(got))
+		}
+	})
+	t.Run("coap-client-notls without a token gets 4.01", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, plain, "-v", "7", "-m", "post", "-t", "json", "-e", `{"temp":21.5}`,
+			"coap://127.0.0.1:"+port(t, e.g.Addr())+"/telemetry")
+		if !strings.Contains(out, "4.01") {
+			t.Errorf("no 4.01 in the client's output:\n%s", out)
+		}
+		if got := e.in.got(); len(got) != 0 {
+			t.Errorf("ingest got %d messages", len(got))
+		}
+	})
+	t.Run("coap-client-openssl posts over DTLS with the device's pre-shared key", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, secure, "-u", deviceID, "-k", pskKey, "-m", "post", "-t", "json", "-e", `{"temp":21.5}`, secureURI(e, "/telemetry"))
+		wantStored(t, e, `{"temp":21.5}`, out)
+	})
+	t.Run("coap-client-openssl posts block-wise over DTLS", func(t *testing.T) {
+		e := start(t)
+		payload := bigJSON(1500)
+		file := filepath.Join(t.TempDir(), "payload.json")
+		if err := os.WriteFile(file, []byte(payload), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := runClient(t, secure, "-u", deviceID, "-k", pskKey, "-m", "post", "-t", "json", "-b", "64", "-f", file, secureURI(e, "/telemetry"))
+		wantStored(t, e, payload, out)
+	})
+	t.Run("coap-client-openssl with a wrong key stores nothing", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, secure, "-B", "3", "-u", deviceID, "-k", "wrong-key", "-m", "post", "-t", "json", "-e", `{"temp":21.5}`, secureURI(e, "/telemetry"))
+		if got := e.in.got(); len(got) != 0 {
+			t.Errorf("ingest got %v\nclient output:\n%s", got, out)
+		}
+	})
+	t.Run("coap-client-notls gets /latest as CBOR", func(t *testing.T) {
+		e := start(t)
+		e.latest.set(deviceID, tether.Latest{Key: "on", Time: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC), Value: true})
+		out := runClient(t, plain, "-v", "7", "-A", "cbor", uri(e, "/latest"))
+		if !strings.Contains(out, "on") || !strings.Contains(out, "2024-05-01T10:00:00Z") {
+			t.Errorf("no CBOR representation in the output:\n%s", out)
+		}
+	})
+	for _, tt := range []struct {
+		name string
+		args func(e *env) []string
+	}{
+		{"coap-client-notls observes /latest and is notified after Stored", func(e *env) []string {
+			return []string{plain, "-v", "7", uri(e, "/latest")}
+		}},
+		{"coap-client-openssl observes /latest over DTLS and is notified after Stored", func(e *env) []string {
+			return []string{secure, "-u", deviceID, "-k", pskKey, secureURI(e, "/latest")}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t)
+			e.latest.set(deviceID, tether.Latest{Key: "temp", Time: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC), Value: 20.0})
+			args := tt.args(e)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, args[0], append([]string{"-s", "4"}, args[1:]...)...)
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the observation", func() bool { return e.g.Observers(deviceID) == 1 })
+			e.latest.set(deviceID, tether.Latest{Key: "temp", Time: time.Date(2024, 5, 1, 10, 1, 0, 0, time.UTC), Value: 23.25})
+			e.g.Stored([]tether.Message{{DeviceID: deviceID}})
+			eventually(t, "the notification", func() bool { return strings.Contains(out.String(), "23.25") })
+			if err := cmd.Wait(); err != nil {
+				t.Logf("client: %v", err)
+			}
+			if os.Getenv("SHOWOUT") != "" {
+				t.Logf("output:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), `"value":20`) {
+				t.Errorf("the first representation is not in the output:\n%s", out.String())
+			}
+			eventually(t, "the deregistration", func() bool { return e.g.Observers(deviceID) == 0 })
+		})
+	}
+}
