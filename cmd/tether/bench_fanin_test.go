@@ -81,19 +81,10 @@ func fanInTether(b *testing.B, qos byte, mode loadMode) loadResult {
 	sink := newFanInSink(run, qos, mode)
 	var index atomic.Pointer[map[string]int] // device ID → publisher, set once the devices exist
 	n := startBenchNode(b, nil, func(msgs []tether.Message, at time.Time) {
+		run.stored(msgs, at)
 		idx := index.Load()
 		if idx == nil {
 			return
-		}
-		if run.recording.Load() {
-			lat := make([]time.Duration, len(msgs))
-			points := 0
-			for i, m := range msgs {
-				lat[i] = at.Sub(m.Points[0].Time)
-				points += len(m.Points)
-			}
-			run.addDelivered(lat...)
-			run.points.Add(int64(points))
 		}
 		for _, m := range msgs {
 			if i, ok := (*idx)[m.DeviceID]; ok {

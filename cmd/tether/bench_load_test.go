@@ -203,6 +203,22 @@ func (r *loadRun) addDelivered(ds ...time.Duration) {
 	r.mu.Unlock()
 }
 
+// stored is the node's Observe hook: it records a committed batch, with
+// each message's latency from its "ts" (the points' time) to the commit.
+func (r *loadRun) stored(msgs []tether.Message, committed time.Time) {
+	if !r.recording.Load() {
+		return
+	}
+	lat := make([]time.Duration, len(msgs))
+	points := 0
+	for i, m := range msgs {
+		lat[i] = committed.Sub(m.Points[0].Time)
+		points += len(m.Points)
+	}
+	r.addDelivered(lat...)
+	r.points.Add(int64(points))
+}
+
 func (r *loadRun) addAcked(ds []time.Duration) {
 	r.mu.Lock()
 	r.acked = append(r.acked, ds...)
@@ -486,9 +502,11 @@ func processCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
-// connectAll connects one client per credential (client ID = username),
-// 32 at a time, and closes them all when the benchmark ends. A refused
-// connection returns an error wrapping errRefused.
+// connectAll connects one client per credential (client ID and token),
+// 32 at a time, and closes them all when the benchmark ends. A client
+// with a token authenticates as the device of that ID (the username);
+// one without is anonymous. A refused connection returns an error
+// wrapping errRefused.
 func connectAll(b *testing.B, addr string, creds [][2]string) ([]*mqttClient, error) {
 	b.Helper()
 	clients := make([]*mqttClient, len(creds))
@@ -504,7 +522,11 @@ func connectAll(b *testing.B, addr string, creds [][2]string) ([]*mqttClient, er
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := dialMQTT(addr, u[0], u[0], u[1])
+			user := u[0]
+			if u[1] == "" {
+				user = ""
+			}
+			c, err := dialMQTT(addr, u[0], user, u[1])
 			if err != nil {
 				errMu.Lock()
 				first = cmpErr(first, err)

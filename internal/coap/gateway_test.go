@@ -3,8 +3,15 @@ package coap_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -92,15 +99,6 @@ func body(t *testing.T, m *pool.Message) string {
 		t.Fatalf("read body: %v", err)
 	}
 	return string(b)
-}
-
-func cborOf(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := cbor.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func TestTelemetry(t *testing.T) {
@@ -752,6 +750,74 @@ func TestDTLS(t *testing.T) {
 		case <-cc.Done():
 		case <-time.After(5 * time.Second):
 			t.Fatal("the client's session is still open")
+		}
+	})
+}
+
+// selfSigned returns a fresh self-signed ECDSA certificate.
+func selfSigned(t *testing.T) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "tether"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func TestDTLSWithCertificate(t *testing.T) {
+	cert := selfSigned(t)
+	loaded := make(chan struct{}, 16)
+	e := start(t, func(e *env) {
+		e.cert = func() (*tls.Certificate, error) {
+			loaded <- struct{}{}
+			return cert, nil
+		}
+	})
+	t.Run("a certificate session authenticates its requests with t=", func(t *testing.T) {
+		cc, err := dtls.Dial(e.g.DTLSAddr(), dtls.NewDTLSClientOptions(
+			piondtls.WithInsecureSkipVerify(true),
+			piondtls.WithCipherSuites(piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+		), options.WithErrors(func(error) {}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		resp, err := cc.Post(ctx(t), "/telemetry", message.AppJSON, bytes.NewReader([]byte(`{"temp":1}`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Code() != codes.Unauthorized {
+			t.Errorf("without t=: %v, want 4.01", resp.Code())
+		}
+		resp, err = cc.Post(ctx(t), "/telemetry", message.AppJSON, bytes.NewReader([]byte(`{"temp":1}`)), query("t="+other))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Code() != codes.Changed {
+			t.Errorf("with t=: %v %q, want 2.04", resp.Code(), body(t, resp))
+		}
+		if got := e.in.got(); len(got) != 1 || got[0].device != otherID {
+			t.Errorf("ingest got %v", got)
+		}
+		select {
+		case <-loaded:
+		default:
+			t.Error("the certificate was not asked for")
+		}
+	})
+	t.Run("pre-shared keys still work beside the certificate", func(t *testing.T) {
+		if err := handshake(t, e, deviceID, pskKey); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package coap_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -73,13 +74,6 @@ func (a *fakeAuth) DevicePSK(_ context.Context, id string) (*tether.Device, []by
 		return nil, nil, tether.Errorf(tether.EUNAUTHORIZED, "unknown device or no key")
 	}
 	return a.devices[id], key, nil
-}
-
-func (a *fakeAuth) forget(id string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.tokens, id)
-	delete(a.psks, id)
 }
 
 // fakeIngest decodes payloads with the real decoder and records the
@@ -186,6 +180,8 @@ type env struct {
 	logs   *syncBuffer
 	// before runs between New and Serve.
 	before func(*coap.Gateway)
+	// cert is Options.Certificate.
+	cert func() (*tls.Certificate, error)
 }
 
 // start runs a gateway with plain CoAP and DTLS on 127.0.0.1.
@@ -196,9 +192,10 @@ func start(t *testing.T, setup ...func(*env)) *env {
 		s(e)
 	}
 	g, err := coap.New(e.auth, e.in, e.latest, coap.Options{
-		Addr:     "127.0.0.1:0",
-		DTLSAddr: "127.0.0.1:0",
-		Logger:   slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Addr:        "127.0.0.1:0",
+		DTLSAddr:    "127.0.0.1:0",
+		Certificate: e.cert,
+		Logger:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatalf("coap.New: %v", err)

@@ -2,6 +2,7 @@ package coap_test
 
 import (
 	"context"
+	"flag"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/tether-iot/tether"
 )
+
+var showClientOutput = flag.Bool("libcoap.v", false, "log the output of the libcoap clients")
 
 // libcoap returns the path of a libcoap client, skipping the test when it
 // is not installed (failing it on CI, where it must be).
@@ -35,7 +38,7 @@ func runClient(t *testing.T, bin string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	if os.Getenv("SHOWOUT") != "" {
+	if *showClientOutput {
 		t.Logf("output:\n%s", out)
 	}
 	if err != nil {
@@ -182,7 +185,7 @@ func TestLibcoapInterop(t *testing.T) {
 			if err := cmd.Wait(); err != nil {
 				t.Logf("client: %v", err)
 			}
-			if os.Getenv("SHOWOUT") != "" {
+			if *showClientOutput {
 				t.Logf("output:\n%s", out.String())
 			}
 			if !strings.Contains(out.String(), `"value":20`) {
