@@ -417,7 +417,7 @@ func (h *hook) device(cl *mochi.Client) *tether.Device {
 
 // mayPublish reports whether a device (nil: an anonymous client) may
 // publish on a topic: a device in its own tree, an anonymous client
-// outside devices/, nobody on a $ topic.
+// outside devices/, nobody on $SYS.
 func mayPublish(d *tether.Device, topic string) bool {
 	// $SYS is the broker's; other $ topics are anyone's, as in Mosquitto
 	// (and no wildcard matches them).
@@ -613,10 +613,7 @@ func (h *hook) overBudget(cl *mochi.Client, d *tether.Device, pk packets.Packet,
 		return h.nack(cl, pk, packets.Code{Code: packets.ErrQuotaExceeded.Code, Reason: reason})
 	}
 	h.notify(d, pk.TopicName, "rate_limited", reason, retry)
-	if pk.FixedHeader.Qos == 0 {
-		return pk, packets.ErrRejectPacket
-	}
-	return pk, packets.CodeSuccessIgnore
+	return pk, packets.ErrRejectPacket
 }
 
 // nack refuses an MQTT 5 publish with a reason code. For QoS 1 the broker
@@ -759,10 +756,11 @@ func (x *retainedIndex) setBounds(perDevice, anonymous int) {
 	x.mu.Unlock()
 }
 
-// treeOf returns the tree a topic counts in; false for $ topics and topics
-// directly under devices/, which no client can publish.
+// treeOf returns the tree a topic counts in; false for $SYS and topics
+// directly under devices/, which no client can publish. Other $ topics
+// are the anonymous clients' and count with theirs.
 func treeOf(topic string) (string, bool) {
-	if topic == "" || topic[0] == '$' {
+	if topic == "" || strings.HasPrefix(topic, refusedMark) || strings.EqualFold(firstLevel(topic), "$SYS") {
 		return "", false
 	}
 	if rest, ok := strings.CutPrefix(topic, "devices/"); ok {

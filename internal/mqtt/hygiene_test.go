@@ -443,8 +443,10 @@ func TestRetainedBound(t *testing.T) {
 	t.Run("anonymous clients share one bound", func(t *testing.T) {
 		tg.mustConnect3(t, "tcp", creds{}, opts3{}).publish(t, "lab/a", 1, true, "a")
 		tg.mustConnect3(t, "tcp", creds{}, opts3{}).publish(t, "lab/b", 1, true, "b")
-		if code, _ := tg.mustConnect5(t, "tcp", creds{}, opts5{}).publish(t, "lab/c", 1, true, "c"); code != quotaExceeded {
-			t.Errorf("PUBACK %#x, want %#x", code, quotaExceeded)
+		for _, topic := range []string{"lab/c", "$lab/c"} {
+			if code, _ := tg.mustConnect5(t, "tcp", creds{}, opts5{}).publish(t, topic, 1, true, "c"); code != quotaExceeded {
+				t.Errorf("%s: PUBACK %#x, want %#x", topic, code, quotaExceeded)
+			}
 		}
 		if got := retainedOn(t, "lab/#"); len(got) != 2 {
 			t.Fatalf("retained %v", got)

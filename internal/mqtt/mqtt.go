@@ -11,7 +11,7 @@
 // bus has stored it. Other publishes inside its tree reach subscribers as
 // usual. In lab mode ([Options].AllowAnonymous) a client without any
 // credential may use every topic outside devices/, and never reads one
-// inside it; $ topics are the server's, read-only.
+// inside it; $SYS is the server's, read-only.
 //
 // The gateway guards itself: connects per source address, connections per
 // device, the keep-alive a client may ask for, the time a socket may take

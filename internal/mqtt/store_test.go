@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"log/slog"
 	"sort"
 	"strings"
 	"testing"
@@ -233,7 +234,7 @@ func TestSessionExpiry(t *testing.T) {
 		tg.waitGone(t, "d1:e")
 
 		tg.stop(t)
-		db, err := pebble.Open(tg.opts.StoreDir, &pebble.Options{})
+		db, err := pebble.Open(tg.opts.StoreDir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
 		if err != nil {
 			t.Fatal(err)
 		}
