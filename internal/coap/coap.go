@@ -283,7 +283,7 @@ func New(auth Authenticator, in Ingestor, latest LatestReader, o Options) (*Gate
 	}
 	g := &Gateway{
 		auth: auth, in: in, latest: latest, timeout: o.PublishTimeout,
-		log:        o.Logger.With("component", "coap"),
+		log:        o.Logger,
 		maxPayload: in.Limits().MaxPayload,
 		sessions:   newSessions(),
 		timing:     timing{udpIdle: udpIdle, dtlsIdle: dtlsIdle, observeRefresh: observeRefresh, ackTimeout: ackTimeout},

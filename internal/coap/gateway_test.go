@@ -12,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
 	piondtls "github.com/pion/dtls/v3"
+	dtlsnet "github.com/pion/dtls/v3/pkg/net"
 	"github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -42,32 +44,56 @@ func dialUDP(t *testing.T, e *env) *udpClient.Conn {
 	return cc
 }
 
+// dialDTLS opens a DTLS session with a pre-shared key.
 func dialDTLS(t *testing.T, e *env, identity, key string) (*udpClient.Conn, error) {
 	t.Helper()
-	cc, err := dtls.Dial(e.g.DTLSAddr(), dtls.NewDTLSClientOptions(
+	return dialDTLSWith(t, e,
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte(key), nil }),
 		piondtls.WithPSKIdentityHint([]byte(identity)),
 		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
-	), options.WithErrors(func(error) {}))
-	if err == nil {
-		t.Cleanup(func() { _ = cc.Close() })
-	}
-	return cc, err
+	)
 }
 
-// handshake opens a DTLS session and posts telemetry on it; pion completes
-// the handshake with the first request.
+// dialDTLSWith opens a DTLS session, completing the handshake before
+// handing the connection to go-coap. Left to go-coap, the handshake would
+// run on the first read or write, and a failed one (DTLS has no alert for a
+// wrong key: the server drops what it cannot decrypt) can leave the
+// client's reader holding pion's handshake lock with no deadline.
+func dialDTLSWith(t *testing.T, e *env, opts ...piondtls.ClientOption) (*udpClient.Conn, error) {
+	t.Helper()
+	raddr, err := net.ResolveUDPAddr("udp", e.g.DTLSAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.DialUDP("udp", nil, raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := piondtls.ClientWithOptions(dtlsnet.PacketConnFromConn(pc), raddr, opts...)
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := conn.HandshakeContext(c); err != nil {
+		_ = conn.Close()
+		_ = pc.Close()
+		return nil, err
+	}
+	cc := dtls.Client(conn, options.WithErrors(func(error) {}), options.WithCloseSocket())
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc, nil
+}
+
+// handshake opens a DTLS session and posts telemetry on it.
 func handshake(t *testing.T, e *env, identity, key string) error {
 	t.Helper()
 	cc, err := dialDTLS(t, e, identity, key)
 	if err != nil {
 		return err
 	}
-	// A failed handshake has no alert to end it (DTLS drops records it
-	// cannot decrypt), so the client waits until this timeout.
-	c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	resp, err := cc.Post(c, "/telemetry", message.AppJSON, bytes.NewReader([]byte(`{"temp":1}`)))
+	resp, err := cc.Post(ctx(t), "/telemetry", message.AppJSON, bytes.NewReader([]byte(`{"temp":1}`)))
 	if err != nil {
 		return err
 	}
@@ -784,14 +810,13 @@ func TestDTLSWithCertificate(t *testing.T) {
 		}
 	})
 	t.Run("a certificate session authenticates its requests with t=", func(t *testing.T) {
-		cc, err := dtls.Dial(e.g.DTLSAddr(), dtls.NewDTLSClientOptions(
+		cc, err := dialDTLSWith(t, e,
 			piondtls.WithInsecureSkipVerify(true),
 			piondtls.WithCipherSuites(piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-		), options.WithErrors(func(error) {}))
+		)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer cc.Close()
 		resp, err := cc.Post(ctx(t), "/telemetry", message.AppJSON, bytes.NewReader([]byte(`{"temp":1}`)))
 		if err != nil {
 			t.Fatal(err)
