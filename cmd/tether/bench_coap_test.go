@@ -95,7 +95,7 @@ func coapIngest(b *testing.B, mode loadMode) loadResult {
 				defer tick.Stop()
 			}
 			var acked []time.Duration
-			defer func() { run.addAcked(acked) }()
+			defer func() { run.addAcked(acked...) }()
 			query := []byte("t=" + tokens[i])
 			buf := make([]byte, 0, 256)
 			for v := 1; !run.stopping.Load(); v++ {
@@ -109,6 +109,7 @@ func coapIngest(b *testing.B, mode loadMode) loadResult {
 				sent := time.Now()
 				buf = appendPayload(buf[:0], keys, sent, -1, v)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				run.published.Add(1)
 				err := post(ctx, c, query, buf)
 				cancel()
 				if err != nil {

@@ -141,6 +141,7 @@ func fanInMosquitto(b *testing.B, qos byte, mode loadMode) loadResult {
 				b.Error(err)
 				return
 			}
+			run.arrived.Add(1)
 			if run.recording.Load() {
 				lat = append(lat, time.Since(sent))
 			}
@@ -188,7 +189,7 @@ func runFanIn(b *testing.B, run *loadRun, sink *fanInSink, clients []*mqttClient
 				defer lost.Stop()
 			}
 			var acked []time.Duration
-			defer func() { run.addAcked(acked) }()
+			defer func() { run.addAcked(acked...) }()
 			buf := make([]byte, 0, 256)
 			for v := 0; !run.stopping.Load(); v++ {
 				if tick != nil {
@@ -205,6 +206,7 @@ func runFanIn(b *testing.B, run *loadRun, sink *fanInSink, clients []*mqttClient
 					run.failed(b, "publish", err)
 					return
 				}
+				run.published.Add(1)
 				if qos > 0 {
 					if err := c.waitAck(id); err != nil {
 						run.failed(b, "PUBACK", err)

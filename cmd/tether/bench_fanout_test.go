@@ -85,6 +85,7 @@ func runFanOut(b *testing.B, addr string, brokerCPU func() time.Duration, qos by
 	var arrivals [ring]atomic.Int32
 	complete := make(chan struct{}, ring)
 	run := newLoadRun(b, brokerCPU)
+	run.copies = int64(len(subs))
 	var wg sync.WaitGroup
 	for _, s := range subs {
 		wg.Add(1)
@@ -97,6 +98,7 @@ func runFanOut(b *testing.B, addr string, brokerCPU func() time.Duration, qos by
 					b.Errorf("fan-out payload: %v", err)
 					return
 				}
+				run.arrived.Add(1)
 				if run.recording.Load() {
 					lat = append(lat, time.Since(sent))
 				}
@@ -121,7 +123,7 @@ func runFanOut(b *testing.B, addr string, brokerCPU func() time.Duration, qos by
 		go func() {
 			defer close(acksDone)
 			var acked []time.Duration
-			defer func() { run.addAcked(acked) }()
+			defer func() { run.addAcked(acked...) }()
 			for {
 				h, body, err := pub.read()
 				if err != nil {
@@ -187,6 +189,7 @@ func runFanOut(b *testing.B, addr string, brokerCPU func() time.Duration, qos by
 				run.failed(b, "publish", err)
 				return
 			}
+			run.published.Add(1)
 			inFlight++
 		}
 	}()

@@ -81,7 +81,7 @@ func appendPayload(b []byte, keys []string, sent time.Time, seq int64, v int) []
 // parsePayload reads back the send time and, if there is one, the seq of a
 // payload appendPayload wrote.
 func parsePayload(p []byte) (sent time.Time, seq int64, err error) {
-	rest, ok := bytesCut(p, tsPrefix)
+	_, rest, ok := bytes.Cut(p, tsPrefix)
 	if !ok {
 		return time.Time{}, -1, fmt.Errorf("payload without ts: %.40q", p)
 	}
@@ -101,7 +101,7 @@ func parsePayload(p []byte) (sent time.Time, seq int64, err error) {
 		return time.Time{}, -1, fmt.Errorf("bad ts: %.40q", p)
 	}
 	seq = -1
-	if rest, ok := bytesCut(rest, seqPrefix); ok {
+	if _, rest, ok := bytes.Cut(rest, seqPrefix); ok {
 		seq = 0
 		for _, c := range rest {
 			if c < '0' || c > '9' {
@@ -114,12 +114,6 @@ func parsePayload(p []byte) (sent time.Time, seq int64, err error) {
 }
 
 var tsPrefix, seqPrefix = []byte(`{"ts":`), []byte(`,"seq":`)
-
-// bytesCut returns what follows the first sep in b.
-func bytesCut(b, sep []byte) ([]byte, bool) {
-	_, after, ok := bytes.Cut(b, sep)
-	return after, ok
-}
 
 // loadRun is one run's measurement: a warm-up, then a window in which what
 // arrives is recorded, then a stop. Latencies are collected per goroutine
@@ -138,12 +132,21 @@ type loadRun struct {
 	acked     []time.Duration // publish → PUBACK or CoAP 2.04
 	points    atomic.Int64    // points stored (Tether's fan-in and CoAP)
 	lost      atomic.Int64    // QoS 0 messages a closed loop gave up on
+
+	// published counts messages sent and arrived their arrivals at the far
+	// end (each subscriber's counts), over the whole run; copies is how
+	// many arrivals one message makes (the subscribers of a fan-out).
+	// What is missing when the window ends is the backlog: a broker that
+	// acknowledges faster than it delivers builds one.
+	published, arrived atomic.Int64
+	copies             int64
+	backlog            int64
 }
 
 // newLoadRun starts a run's measurement; brokerCPU reads the CPU time of a
 // broker in another process, nil when it runs in this one.
 func newLoadRun(b *testing.B, brokerCPU func() time.Duration) *loadRun {
-	return &loadRun{b: b, brokerCPU: brokerCPU, stopped: make(chan struct{})}
+	return &loadRun{b: b, brokerCPU: brokerCPU, stopped: make(chan struct{}), copies: 1}
 }
 
 // measure runs the warm-up and the measured window, then tells the load to
@@ -159,6 +162,7 @@ func (r *loadRun) measure() {
 	time.Sleep(*loadDuration)
 	r.recording.Store(false)
 	r.elapsed = time.Since(start)
+	r.backlog = r.published.Load()*r.copies - r.arrived.Load()
 	self1, broker1 := r.cpuTimes()
 	r.cpu.self, r.cpu.broker = self1-self0, broker1-broker0
 	stopProfile()
@@ -206,6 +210,7 @@ func (r *loadRun) addDelivered(ds ...time.Duration) {
 // stored is the node's Observe hook: it records a committed batch, with
 // each message's latency from its "ts" (the points' time) to the commit.
 func (r *loadRun) stored(msgs []tether.Message, committed time.Time) {
+	r.arrived.Add(int64(len(msgs)))
 	if !r.recording.Load() {
 		return
 	}
@@ -219,7 +224,7 @@ func (r *loadRun) stored(msgs []tether.Message, committed time.Time) {
 	r.points.Add(int64(points))
 }
 
-func (r *loadRun) addAcked(ds []time.Duration) {
+func (r *loadRun) addAcked(ds ...time.Duration) {
 	r.mu.Lock()
 	r.acked = append(r.acked, ds...)
 	r.mu.Unlock()
@@ -244,6 +249,7 @@ func (r *loadRun) result(broker string) loadResult {
 		acks:      float64(len(r.acked)) / s,
 		points:    float64(r.points.Load()) / s,
 		lost:      r.lost.Load(),
+		backlog:   r.backlog,
 	}
 	res.selfCPU, res.brokerCPU = r.cpu.self.Seconds()/s, r.cpu.broker.Seconds()/s
 	res.p50, res.p99 = quantiles(r.delivered)
@@ -274,6 +280,7 @@ type loadResult struct {
 	ackP50, ackP99 time.Duration
 	points         float64 // points stored per second; Tether's store only
 	lost           int64
+	backlog        int64 // published but not delivered when the window ended
 	// CPU time over the measured window, in cores: this process's (the
 	// load generator's, and with Tether the node's too) and Mosquitto's.
 	selfCPU, brokerCPU float64
@@ -295,6 +302,7 @@ func (r loadResult) report(b *testing.B) {
 	if r.lost > 0 {
 		b.ReportMetric(float64(r.lost), "lost")
 	}
+	b.ReportMetric(float64(r.backlog), "backlog")
 	if r.brokerCPU > 0 {
 		b.ReportMetric(r.selfCPU, "generator-cpu-cores")
 		b.ReportMetric(r.brokerCPU, "broker-cpu-cores")
@@ -335,13 +343,15 @@ func (t *sideBySide) print() {
 	fmt.Printf("| run | metric | Tether | Mosquitto | ratio |\n| --- | --- | ---: | ---: | ---: |\n")
 	for _, row := range t.rows {
 		te, mo := t.median(row, "tether"), t.median(row, "mosquitto")
-		line := func(metric string, f func(loadResult) float64, format string) {
+		// line prints one metric; zero is a value only where zeroCounts,
+		// elsewhere it means the broker has no such figure.
+		line := func(metric string, f func(loadResult) float64, format string, zeroCounts bool) {
 			tv, mv := f(te.r), f(mo.r)
-			if tv == 0 && mv == 0 {
+			if tv == 0 && mv == 0 && !zeroCounts {
 				return
 			}
 			cell := func(ok bool, v float64) string {
-				if !ok || v == 0 {
+				if !ok || (v == 0 && !zeroCounts) {
 					return "—"
 				}
 				return fmt.Sprintf(format, v)
@@ -352,14 +362,15 @@ func (t *sideBySide) print() {
 			}
 			fmt.Printf("| %s | %s | %s | %s | %s |\n", row, metric, cell(te.ok, tv), cell(mo.ok, mv), ratio)
 		}
-		line("delivered/s", func(r loadResult) float64 { return r.delivered }, "%.0f")
-		line("delivered p50 ms", func(r loadResult) float64 { return ms(r.p50) }, "%.2f")
-		line("delivered p99 ms", func(r loadResult) float64 { return ms(r.p99) }, "%.2f")
-		line("acks/s", func(r loadResult) float64 { return r.acks }, "%.0f")
-		line("ack p50 ms", func(r loadResult) float64 { return ms(r.ackP50) }, "%.2f")
-		line("ack p99 ms", func(r loadResult) float64 { return ms(r.ackP99) }, "%.2f")
-		line("points stored/s", func(r loadResult) float64 { return r.points }, "%.0f")
-		line("lost (QoS 0)", func(r loadResult) float64 { return float64(r.lost) }, "%.0f")
+		line("delivered/s", func(r loadResult) float64 { return r.delivered }, "%.0f", false)
+		line("delivered p50 ms", func(r loadResult) float64 { return ms(r.p50) }, "%.2f", false)
+		line("delivered p99 ms", func(r loadResult) float64 { return ms(r.p99) }, "%.2f", false)
+		line("acks/s", func(r loadResult) float64 { return r.acks }, "%.0f", false)
+		line("ack p50 ms", func(r loadResult) float64 { return ms(r.ackP50) }, "%.2f", false)
+		line("ack p99 ms", func(r loadResult) float64 { return ms(r.ackP99) }, "%.2f", false)
+		line("points stored/s", func(r loadResult) float64 { return r.points }, "%.0f", false)
+		line("lost (QoS 0) / failed (CoAP)", func(r loadResult) float64 { return float64(r.lost) }, "%.0f", false)
+		line("backlog at end (messages)", func(r loadResult) float64 { return float64(r.backlog) }, "%.0f", true)
 	}
 	fmt.Println()
 }
@@ -401,6 +412,7 @@ func (t *sideBySide) median(row, broker string) medianResult {
 		ackP99:    dur(func(r loadResult) time.Duration { return r.ackP99 }),
 		points:    mid(func(r loadResult) float64 { return r.points }),
 		lost:      int64(mid(func(r loadResult) float64 { return float64(r.lost) })),
+		backlog:   int64(mid(func(r loadResult) float64 { return float64(r.backlog) })),
 	}}
 }
 
