@@ -10,12 +10,13 @@ import (
 
 	"github.com/tether-iot/tether/internal/certs"
 	"github.com/tether-iot/tether/internal/config"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // curl runs curl with args and returns the HTTP status it got and the body.
 func curl(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	bin := tool(t, "curl", "curl")
+	bin := testkit.Tool(t, "curl", "curl")
 	out, err := exec.Command(bin, append([]string{"-sS", "-w", "\n%{http_code}", "--max-time", "10"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -19,6 +19,7 @@ import (
 	"github.com/tether-iot/tether"
 	main "github.com/tether-iot/tether/cmd/tether"
 	"github.com/tether-iot/tether/internal/config"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // adminKey is the bootstrap admin key of every test node.
@@ -28,24 +29,7 @@ const adminKey = "test-admin-key-0123456789abcdef0123456789"
 type node struct {
 	*main.Main
 	t    testing.TB
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testkit.Buffer
 }
 
 // startNode runs a node with a temp data dir; edit may change the config.
@@ -72,7 +56,7 @@ func startNodeWith(t testing.TB, edit func(*config.Config), observe func([]tethe
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	m := main.NewMain(cfg, adminKey, logs)
 	m.Observe = observe
 	if err := m.Run(context.Background()); err != nil {

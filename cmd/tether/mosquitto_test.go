@@ -2,27 +2,14 @@ package main_test
 
 import (
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
-// tool returns the path of a real peer program from a Debian package;
-// without it the test skips, except in CI, where .ci/run installs it.
-func tool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is missing; .ci/run should have installed %s", name, pkg)
-		}
-		t.Skipf("%s not installed (apt-get install %s)", name, pkg)
-	}
-	return p
-}
-
-func mosquittoPub(t *testing.T) string { return tool(t, "mosquitto_pub", "mosquitto-clients") }
+func mosquittoPub(t *testing.T) string { return testkit.Tool(t, "mosquitto_pub", "mosquitto-clients") }
 
 // TestTheREADMEsMosquittoPubCommandsWork runs the tour's client, the
 // mosquitto_pub command line, against a node.

@@ -18,6 +18,7 @@ import (
 	main "github.com/tether-iot/tether/cmd/tether"
 	"github.com/tether-iot/tether/internal/certs"
 	"github.com/tether-iot/tether/internal/config"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // mqtt3 connects a 3.1.1 client to broker (a URL) with options edited by
@@ -120,7 +121,7 @@ func TestMQTTSWithMosquittoPub(t *testing.T) {
 }
 
 // coapClient returns the path of one of libcoap's clients.
-func coapClient(t *testing.T, name string) string { return tool(t, name, "libcoap3-bin") }
+func coapClient(t *testing.T, name string) string { return testkit.Tool(t, name, "libcoap3-bin") }
 
 func TestCoAPWithLibcoap(t *testing.T) {
 	plain := coapClient(t, "coap-client-notls")
@@ -188,7 +189,7 @@ func TestMQTTSessionsAndRetainedSurviveARestart(t *testing.T) {
 		return m
 	}
 	m := start()
-	n := &node{Main: m, t: t, logs: &syncBuffer{}}
+	n := &node{Main: m, t: t, logs: &testkit.Buffer{}}
 	id, token := n.createDevice("lock-1")
 	broker := "tcp://" + m.MQTT.Addr()
 	persistent := func(o *paho3.ClientOptions) { o.SetCleanSession(false) }

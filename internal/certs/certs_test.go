@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether/internal/certs"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 func TestParsePEM(t *testing.T) {
@@ -184,26 +185,8 @@ func (s *tlsServer) handshake(t *testing.T, roots *x509.CertPool, client *tls.Ce
 	return conn.ConnectionState().PeerCertificates[0], nil
 }
 
-// logBuffer collects a logger's text output, safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLogger() (*slog.Logger, *logBuffer) {
-	var b logBuffer
+func newLogger() (*slog.Logger, *testkit.Buffer) {
+	var b testkit.Buffer
 	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
 }
 

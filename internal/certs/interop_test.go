@@ -8,28 +8,14 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tether-iot/tether/internal/certs"
+	"github.com/tether-iot/tether/internal/testkit"
 )
-
-// needTool returns the path of an outside program, skipping the test
-// where it is missing, but failing it in CI, which installs it.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found; CI must install package %s", name, pkg)
-		}
-		t.Skipf("%s not found; install package %s to run this test", name, pkg)
-	}
-	return path
-}
 
 // runTool runs a program with a timeout and returns its combined output.
 func runTool(t *testing.T, name string, args ...string) (string, error) {
@@ -41,7 +27,7 @@ func runTool(t *testing.T, name string, args ...string) (string, error) {
 }
 
 func TestCurlTrustsTheDevCAAndPresentsADeviceCertificate(t *testing.T) {
-	curl := needTool(t, "curl", "curl")
+	curl := testkit.Tool(t, "curl", "curl")
 	dir := t.TempDir()
 	d := writeDev(t, dir)
 	dev, err := certs.WriteDevice(dir, "sensor-1")
@@ -115,7 +101,7 @@ func TestCurlTrustsTheDevCAAndPresentsADeviceCertificate(t *testing.T) {
 }
 
 func TestOpenSSLVerifiesTheDevCertificates(t *testing.T) {
-	openssl := needTool(t, "openssl", "openssl")
+	openssl := testkit.Tool(t, "openssl", "openssl")
 	dir := t.TempDir()
 	d := writeDev(t, dir)
 	dev, err := certs.WriteDevice(dir, "sensor-1")

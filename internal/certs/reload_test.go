@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether/internal/certs"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 func TestWatchServesRenewedFilesAndKeepsThePairWhenTheyBreak(t *testing.T) {
@@ -278,7 +279,7 @@ func TestServerConfigRequestsButDoesNotVerifyClientCertificates(t *testing.T) {
 }
 
 // waitLog waits until the logs contain s.
-func waitLog(t *testing.T, logs *logBuffer, s string) {
+func waitLog(t *testing.T, logs *testkit.Buffer, s string) {
 	t.Helper()
 	waitFor(t, "the logs to say "+s, func() bool { return strings.Contains(logs.String(), s) })
 }

@@ -1,7 +1,6 @@
 package coap_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/coap"
 	"github.com/tether-iot/tether/internal/telemetry"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // Credentials of the devices the fake authenticator knows.
@@ -177,7 +177,7 @@ type env struct {
 	auth   *fakeAuth
 	in     *fakeIngest
 	latest *fakeLatest
-	logs   *syncBuffer
+	logs   *testkit.Buffer
 	// before runs between New and Serve.
 	before func(*coap.Gateway)
 	// cert is Options.Certificate.
@@ -187,7 +187,7 @@ type env struct {
 // start runs a gateway with plain CoAP and DTLS on 127.0.0.1.
 func start(t *testing.T, setup ...func(*env)) *env {
 	t.Helper()
-	e := &env{auth: newFakeAuth(), in: newFakeIngest(), latest: &fakeLatest{}, logs: &syncBuffer{}}
+	e := &env{auth: newFakeAuth(), in: newFakeIngest(), latest: &fakeLatest{}, logs: &testkit.Buffer{}}
 	for _, s := range setup {
 		s(e)
 	}
@@ -215,24 +215,6 @@ func start(t *testing.T, setup ...func(*env)) *env {
 		}
 	})
 	return e
-}
-
-// syncBuffer collects the log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func query(q string) message.Option { return message.Option{ID: message.URIQuery, Value: []byte(q)} }

@@ -12,23 +12,10 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 var showClientOutput = flag.Bool("libcoap.v", false, "log the output of the libcoap clients")
-
-// libcoap returns the path of a libcoap client, skipping the test when it
-// is not installed (failing it on CI, where it must be).
-func libcoap(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: install the Debian package libcoap3-bin", name)
-		}
-		t.Skipf("%s not found: install the Debian package libcoap3-bin to run the interop tests", name)
-	}
-	return path
-}
 
 // runClient runs a libcoap client and returns its output. The clients exit
 // 0 even when the response is an error, so tests judge by what the fakes
@@ -57,8 +44,8 @@ func port(t *testing.T, addr string) string {
 }
 
 func TestLibcoapInterop(t *testing.T) {
-	plain := libcoap(t, "coap-client-notls")
-	secure := libcoap(t, "coap-client-openssl")
+	plain := testkit.Tool(t, "coap-client-notls", "libcoap3-bin")
+	secure := testkit.Tool(t, "coap-client-openssl", "libcoap3-bin")
 
 	uri := func(e *env, path string) string {
 		return "coap://127.0.0.1:" + port(t, e.g.Addr()) + path + "?t=" + token
@@ -173,7 +160,7 @@ func TestLibcoapInterop(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, args[0], append([]string{"-s", "4"}, args[1:]...)...)
-			var out syncBuffer
+			var out testkit.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/telemetry"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // fakeAuth knows devices by ID, each with a token, and trusts client
@@ -241,24 +241,6 @@ func (p *testPKI) writeFiles(t *testing.T) (ca, cert, key string) {
 	return ca, cert, key
 }
 
-// logBuffer collects a gateway's log and shows it if the test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // testGateway is a gateway on all four listeners of 127.0.0.1, with fakes
 // behind it.
 type testGateway struct {
@@ -266,7 +248,7 @@ type testGateway struct {
 	auth *fakeAuth
 	in   *fakeIngest
 	opts Options
-	log  *logBuffer
+	log  *testkit.Buffer
 }
 
 // startGateway starts a gateway; change adjusts its options (all four
@@ -274,7 +256,7 @@ type testGateway struct {
 func startGateway(t *testing.T, change func(*Options)) *testGateway {
 	t.Helper()
 	p := pki()
-	tg := &testGateway{auth: newFakeAuth(p), in: newFakeIngest(), log: &logBuffer{}}
+	tg := &testGateway{auth: newFakeAuth(p), in: newFakeIngest(), log: &testkit.Buffer{}}
 	tg.opts = Options{
 		Addr: "127.0.0.1:0", TLSAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", WSSAddr: "127.0.0.1:0",
 		TLS:    &tls.Config{Certificates: []tls.Certificate{p.server}},

@@ -4,26 +4,13 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
-)
 
-// mosquittoClient returns the path of a Mosquitto command-line client.
-// Without it the test is skipped, except in CI, where it must be there.
-func mosquittoClient(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found: CI must install the package mosquitto-clients", name)
-		}
-		t.Skipf("%s not found (install the package mosquitto-clients)", name)
-	}
-	return path
-}
+	"github.com/tether-iot/tether/internal/testkit"
+)
 
 // mosquitto runs a Mosquitto client and returns its combined output.
 func mosquitto(t *testing.T, name string, args ...string) (string, error) {
@@ -31,7 +18,7 @@ func mosquitto(t *testing.T, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, mosquittoClient(t, name), args...)
+	cmd := exec.CommandContext(ctx, testkit.Tool(t, name, "mosquitto-clients"), args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return strings.TrimSpace(out.String()), err

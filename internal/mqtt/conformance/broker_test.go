@@ -1,7 +1,6 @@
 package conformance_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"flag"
@@ -22,6 +21,7 @@ import (
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/mqtt"
 	"github.com/tether-iot/tether/internal/telemetry"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // mosquittoBin is where Debian's package mosquitto installs the broker.
@@ -101,26 +101,8 @@ var tetherDivergences = []struct{ name, version, why string }{
 	{"never_set_ends_the_connection_with_0x82", "5.0", "an alias never set resolves to an empty topic and is dropped"},
 }
 
-// logBuffer collects a broker's log, shown only when its test fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // showOnFailure logs what the broker logged if the test failed.
-func (l *logBuffer) showOnFailure(t *testing.T, name string) {
+func showOnFailure(t *testing.T, name string, l *testkit.Buffer) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, l.String())
@@ -131,15 +113,15 @@ func (l *logBuffer) showOnFailure(t *testing.T, name string) {
 // tetherBroker is Tether's MQTT gateway in lab mode.
 type tetherBroker struct {
 	dir  string
-	log  *logBuffer
+	log  *testkit.Buffer
 	gw   *mqtt.Gateway
 	host string // the address it listens on, kept across restarts
 }
 
 func startTether(t *testing.T) broker {
 	t.Helper()
-	b := &tetherBroker{dir: t.TempDir(), log: &logBuffer{}, host: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}
-	b.log.showOnFailure(t, "tether")
+	b := &tetherBroker{dir: t.TempDir(), log: &testkit.Buffer{}, host: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}
+	showOnFailure(t, "tether", b.log)
 	b.start(t)
 	t.Cleanup(func() { b.stop(t) })
 	return b
@@ -212,7 +194,7 @@ func (discard) Throttle(context.Context, *tether.Device, time.Duration) bool { r
 type mosquittoBroker struct {
 	conf string
 	port int
-	log  *logBuffer
+	log  *testkit.Buffer
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 }
@@ -223,8 +205,8 @@ func startMosquitto(t *testing.T) broker {
 		t.Skipf("%s not found (apt-get install mosquitto): the reference side of the case is skipped", mosquittoBin)
 	}
 	dir := t.TempDir()
-	b := &mosquittoBroker{conf: filepath.Join(dir, "mosquitto.conf"), port: freePort(t), log: &logBuffer{}}
-	b.log.showOnFailure(t, "mosquitto")
+	b := &mosquittoBroker{conf: filepath.Join(dir, "mosquitto.conf"), port: freePort(t), log: &testkit.Buffer{}}
+	showOnFailure(t, "mosquitto", b.log)
 	// "user root" keeps Mosquitto, when started as root, from switching
 	// to the mosquitto user, who could not write the temporary directory.
 	// sys_interval 1 publishes $SYS topics every second rather than ten.
