@@ -61,7 +61,7 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshalMessage -fuzztime 30s ./internal/telemetry/
-	$(GO) test -run '^$$' -fuzz FuzzCBORToJSON -fuzztime 30s ./internal/coap/
+	$(GO) test -run '^$$' -fuzz FuzzCBORToJSON -fuzztime 30s ./internal/telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzParseQuery -fuzztime 15s ./internal/coap/
 	$(GO) test -run '^$$' -fuzz FuzzIngest -fuzztime 30s ./internal/httpapi/
 

@@ -58,6 +58,10 @@ func TestDependenciesPointInward(t *testing.T) {
 		{mod + "/internal/writer", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi"}},
 		{mod + "/internal/registry", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi"}},
 		{mod + "/internal/ingest", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi"}},
+		{mod + "/internal/coap", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/httpapi", mod + "/internal/registry", mod + "/internal/writer"}},
+		// The payload decoder and the bus codec sit under every gateway and
+		// the writer: they use the domain package only.
+		{mod + "/internal/telemetry", []string{mod + "/internal/"}},
 	}
 	for _, r := range rules {
 		t.Run(strings.TrimPrefix(r.pkg, mod+"/")+" depends only inward", func(t *testing.T) {

@@ -6,11 +6,11 @@
 // # Resources
 //
 //   - POST /telemetry: a telemetry payload, application/json (Content-Format
-//     50, also when the option is absent) or application/cbor (60), which is
-//     converted to the same JSON first. A confirmable request is answered
-//     2.04 Changed only after the ingest path returned, that is once the bus
-//     has stored the message (while it waits, a retransmission is
-//     recognised as one and ignored). A non-confirmable request is handled
+//     50, also when the option is absent) or application/cbor (60), which
+//     [telemetry.CBORToJSON] converts to the same JSON first. A confirmable
+//     request is answered 2.04 Changed only after the ingest path returned,
+//     that is once the bus has stored the message (while it waits, a
+//     retransmission is recognised as one and ignored). A non-confirmable request is handled
 //     the same way and answered with a non-confirmable response, as RFC 7252
 //     §5.2.3 advises (go-coap alone would answer it confirmable).
 //   - GET /latest: the device's newest value of each key, as a JSON array of
@@ -49,12 +49,23 @@
 //	                          is over the payload limit; also for too many points
 //	4.15 Unsupported Content-Format
 //	4.29 Too Many Requests    (RFC 8516) over the device's publish rate; Max-Age = seconds to wait
+//	                          (every request of an authenticated device takes from that budget)
 //	5.03 Service Unavailable  the bus did not store the message, the credential could not be
 //	                          checked, or the gateway is shutting down; Max-Age = seconds to wait
 //
+// Every request of an authenticated device (POST /telemetry, GET /latest,
+// an Observe registration or deregistration) takes one message from the
+// per-device budget the device shares with MQTT and HTTP (the ingest
+// path's Allow, which counts a refusal), so that a device cannot flood the
+// store with reads any more than with writes. A block-wise request body is
+// charged once, when reassembled; the later blocks of a large response are
+// served from go-coap's cache and are not charged. /.well-known/core names
+// no device and is not charged. An Observe deregistration takes effect even
+// when the request is answered 4.29.
+//
 // A payload that breaks the payload rules is 4.00 rather than 4.22
-// Unprocessable Entity: the HTTP edge answers it with 400, every CoAP client
-// knows 4.00, and the diagnostic names the problem either way.
+// Unprocessable Entity (the HTTP edge's 422): every CoAP client knows 4.00,
+// and the diagnostic names the reason and the problem either way.
 //
 // # Block-wise transfers and limits
 //
@@ -132,7 +143,8 @@ type Ingestor interface {
 	// Limits returns the payload limits; MaxPayload is in bytes.
 	Limits() telemetry.Limits
 	// Allow takes one message from the device's publish budget, shared by
-	// all protocols; it is called for every telemetry request before Accept.
+	// all protocols; it is called for every request of an authenticated
+	// device (telemetry before Accept, GET /latest, Observe registrations).
 	Allow(d *tether.Device) (ok bool, retryAfter time.Duration)
 }
 
@@ -235,6 +247,7 @@ type Gateway struct {
 	latest     LatestReader
 	log        *slog.Logger
 	timeout    time.Duration
+	limits     telemetry.Limits // the ingest path's, for converting CBOR
 	maxPayload int
 
 	udpListener  *coapNet.UDPConn
@@ -284,6 +297,7 @@ func New(auth Authenticator, in Ingestor, latest LatestReader, o Options) (*Gate
 	g := &Gateway{
 		auth: auth, in: in, latest: latest, timeout: o.PublishTimeout,
 		log:        o.Logger,
+		limits:     in.Limits(),
 		maxPayload: in.Limits().MaxPayload,
 		sessions:   newSessions(),
 		timing:     timing{udpIdle: udpIdle, dtlsIdle: dtlsIdle, observeRefresh: observeRefresh, ackTimeout: ackTimeout},

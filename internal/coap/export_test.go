@@ -3,10 +3,7 @@ package coap
 import "time"
 
 // Exported for the tests of package coap_test.
-var (
-	CBORToJSON = cborToJSON
-	ParseQuery = parseQuery
-)
+var ParseQuery = parseQuery
 
 // Observers returns how many observations a device has.
 func (g *Gateway) Observers(deviceID string) int { return g.obs.count(deviceID) }

@@ -238,6 +238,11 @@ func TestTelemetry(t *testing.T) {
 			wantCode: codes.NotFound, wantMaxAge: -1, wantDiag: ".well-known/core",
 		},
 		{
+			name: "GET /latest of a device over its publish rate is refused 4.29 with Max-Age", setup: func(e *env) { e.in.deny = 1500 * time.Millisecond },
+			method: codes.GET, path: "/latest", opts: []message.Option{query("t=" + token)},
+			wantCode: codes.TooManyRequests, wantMaxAge: 2, wantDiag: "publish rate",
+		},
+		{
 			name: "GET /latest with an Accept other than JSON or CBOR is refused 4.06", method: codes.GET, path: "/latest",
 			opts:     []message.Option{query("t=" + token), {ID: message.Accept, Value: []byte{0}}},
 			wantCode: codes.NotAcceptable, wantMaxAge: -1, wantDiag: "application/json",

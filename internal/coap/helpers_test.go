@@ -178,6 +178,8 @@ type env struct {
 	in     *fakeIngest
 	latest *fakeLatest
 	logs   *testkit.Buffer
+	// ingestor, when set, is the gateway's Ingestor instead of in.
+	ingestor coap.Ingestor
 	// before runs between New and Serve.
 	before func(*coap.Gateway)
 	// cert is Options.Certificate.
@@ -191,7 +193,11 @@ func start(t *testing.T, setup ...func(*env)) *env {
 	for _, s := range setup {
 		s(e)
 	}
-	g, err := coap.New(e.auth, e.in, e.latest, coap.Options{
+	var in coap.Ingestor = e.in
+	if e.ingestor != nil {
+		in = e.ingestor
+	}
+	g, err := coap.New(e.auth, in, e.latest, coap.Options{
 		Addr:        "127.0.0.1:0",
 		DTLSAddr:    "127.0.0.1:0",
 		Certificate: e.cert,

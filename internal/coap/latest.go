@@ -34,6 +34,12 @@ func (g *Gateway) getLatest(w *responsewriter.ResponseWriter[*udpClient.Conn], r
 		g.reply(w, r, nil, g.authRefusal(err))
 		return
 	}
+	// A read costs the store as much as a publish: it takes from the same
+	// budget, so a device cannot flood either.
+	if ok, retryAfter := g.in.Allow(d); !ok {
+		g.reply(w, r, d, tooManyRequests(retryAfter))
+		return
+	}
 	format, ok := accepted(r)
 	if !ok {
 		g.reply(w, r, d, refusal{code: codes.NotAcceptable, msg: "/latest is application/json (50) or application/cbor (60)", reason: "accept"})

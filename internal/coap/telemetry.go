@@ -54,14 +54,9 @@ func (g *Gateway) postTelemetry(w *responsewriter.ResponseWriter[*udpClient.Conn
 		return
 	}
 	if cbor {
-		if payload, err = cborToJSON(payload); err != nil {
-			g.reply(w, r, d, refusalFor(err))
-			return
-		}
-		if len(payload) > g.maxPayload {
-			ref := g.tooLarge(int64(len(payload)))
-			ref.msg = fmt.Sprintf("too_large: the CBOR payload converts to %d bytes of JSON; at most %d bytes", len(payload), g.maxPayload)
-			g.reply(w, r, d, ref)
+		// The payload rules are the JSON decoder's, whatever the format.
+		if payload, err = telemetry.CBORToJSON(payload, g.limits); err != nil {
+			g.reply(w, r, d, g.ingestRefusal(err))
 			return
 		}
 	}
@@ -72,22 +67,28 @@ func (g *Gateway) postTelemetry(w *responsewriter.ResponseWriter[*udpClient.Conn
 	ctx, cancel := context.WithTimeout(g.acceptCtx, g.timeout)
 	defer cancel()
 	if _, err := g.in.Accept(ctx, d, payload); err != nil {
-		ref := refusalFor(err)
-		var bad *telemetry.Error
-		switch {
-		case errors.As(err, &bad) && bad.Reason == telemetry.ReasonTooLarge:
-			ref.size1 = int64(g.maxPayload)
-		case !errors.As(err, &bad):
-			// The bus did not store it: tell the device to send it again.
-			// ingest logs bus failures, so they are not logged here.
-			ref = unavailable("the message could not be stored; send it again later")
-		}
-		g.reply(w, r, d, ref)
+		g.reply(w, r, d, g.ingestRefusal(err))
 		return
 	}
 	// No payload: 2.04 says all there is to say. Block1 of the last block
 	// is echoed by go-coap.
 	_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
+}
+
+// ingestRefusal answers a payload the ingest path did not take: refused
+// by the payload rules (4.00, or 4.13 with Size1 when too large), or not
+// stored by the bus (5.03, send it again; ingest logs bus failures, so
+// they are not logged here).
+func (g *Gateway) ingestRefusal(err error) refusal {
+	var bad *telemetry.Error
+	if !errors.As(err, &bad) {
+		return unavailable("the message could not be stored; send it again later")
+	}
+	ref := refusalFor(err)
+	if bad.Reason == telemetry.ReasonTooLarge {
+		ref.size1 = int64(g.maxPayload)
+	}
+	return ref
 }
 
 // authenticate returns the device a request comes from: the DTLS session's

@@ -263,15 +263,16 @@ func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusInternalServerError
 	}
 	detail, reason := tether.ErrorMessage(err), ""
-	// A telemetry payload that is JSON but breaks a rule is 422; one that
-	// is not JSON at all is 400; one over the size limit 413.
+	// A telemetry payload that is JSON (or CBOR) but breaks a rule is 422;
+	// one that is not JSON (or CBOR) at all is 400; one over the size
+	// limit 413.
 	var bad *telemetry.Error
 	if errors.As(err, &bad) {
 		code, detail, reason = tether.EINVALID, bad.Message, bad.Reason
 		switch bad.Reason {
-		case "malformed_json":
+		case telemetry.ReasonMalformedJSON, telemetry.ReasonMalformedCBOR:
 			status = http.StatusBadRequest
-		case "too_large":
+		case telemetry.ReasonTooLarge:
 			code, status = tether.ETOOLARGE, http.StatusRequestEntityTooLarge
 		default:
 			status = http.StatusUnprocessableEntity

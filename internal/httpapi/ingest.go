@@ -11,11 +11,14 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/telemetry"
 )
 
 // ingest takes a device's telemetry over HTTP: the same payload as on
 // MQTT (one JSON object, or a JSON array of objects each with its own ts:
-// the batch form), from a device authenticated by its token (Authorization:
+// the batch form), as application/json or as application/cbor (RFC 8949,
+// converted by [telemetry.CBORToJSON] so that the payload rules are the
+// JSON decoder's), from a device authenticated by its token (Authorization:
 // Bearer <token>) or, over HTTPS, its client certificate. It answers 202
 // only once the bus has stored the message.
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
@@ -36,13 +39,14 @@ func (s *Server) doIngest(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 		return tether.Errorf(tether.ETOOMANY, "device %s is over its publish rate; the message was dropped", d.ID)
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return tether.Errorf(tether.EUNSUPPORTED, "Content-Type %q is not application/json", ct)
-		}
+	isCBOR, err := ingestFormat(r.Header.Get("Content-Type"))
+	if err != nil {
+		return err
 	}
 	limit := s.in.Limits().MaxPayload
+	if limit <= 0 { // the default, as for every zero limit
+		limit = telemetry.DefaultLimits().MaxPayload
+	}
 	if r.ContentLength > int64(limit) {
 		return tether.Errorf(tether.ETOOLARGE, "the payload is %d bytes; at most %d", r.ContentLength, limit)
 	}
@@ -53,6 +57,15 @@ func (s *Server) doIngest(w http.ResponseWriter, r *http.Request) error {
 			return tether.Errorf(tether.ETOOLARGE, "the payload is over %d bytes", limit)
 		}
 		return tether.Errorf(tether.EINVALID, "reading the body: %v", err)
+	}
+	if isCBOR {
+		// A refusal of the conversion itself (CBOR that is malformed or
+		// holds what JSON cannot: byte strings, NaN, other tags) is
+		// answered like the decoder's; the ingest path, which takes
+		// JSON, does not count it.
+		if body, err = telemetry.CBORToJSON(body, s.in.Limits()); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
@@ -66,6 +79,22 @@ func (s *Server) doIngest(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusAccepted, struct {
 		Points int `json:"points"`
 	}{n})
+}
+
+// ingestFormat reads an ingest request's Content-Type: JSON, also when
+// there is none, or CBOR; anything else is refused with EUNSUPPORTED.
+func ingestFormat(ct string) (isCBOR bool, err error) {
+	if ct == "" {
+		return false, nil
+	}
+	switch mt, _, err := mime.ParseMediaType(ct); {
+	case err != nil:
+	case mt == "application/json":
+		return false, nil
+	case mt == "application/cbor":
+		return true, nil
+	}
+	return false, tether.Errorf(tether.EUNSUPPORTED, "Content-Type %q is neither application/json nor application/cbor", ct)
 }
 
 // ingestDevice authenticates the device of an ingest request: by its

@@ -34,9 +34,12 @@ type openAPIDoc struct {
 // explicit "security": [] (no key needed) differs from an absent one
 // (the document's global requirement applies).
 type operation struct {
-	OperationID string                     `json:"operationId"`
-	Security    *[]map[string][]string     `json:"security"`
-	Responses   map[string]json.RawMessage `json:"responses"`
+	OperationID string                 `json:"operationId"`
+	Security    *[]map[string][]string `json:"security"`
+	RequestBody *struct {
+		Content map[string]json.RawMessage `json:"content"`
+	} `json:"requestBody"`
+	Responses map[string]json.RawMessage `json:"responses"`
 }
 
 // methods are the keys of a path item that name operations.
@@ -116,6 +119,22 @@ func call(h http.Handler, method, path string, withKey bool) *httptest.ResponseR
 	if withKey {
 		req.Header.Set("Authorization", "Bearer "+testKey)
 	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// send sends a documented operation an empty body of a media type, with
+// the credential it requires: a device token where the operation says so,
+// else the API key.
+func send(h http.Handler, r route, mediaType string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(r.method, pathParam.ReplaceAllString(r.path, "x"), nil)
+	auth := testKey
+	if r.op.Security != nil && slices.ContainsFunc(*r.op.Security, func(s map[string][]string) bool { return s["deviceToken"] != nil }) {
+		auth = "pump-1.devsecret"
+	}
+	req.Header.Set("Authorization", "Bearer "+auth)
+	req.Header.Set("Content-Type", mediaType)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
@@ -230,6 +249,38 @@ func TestOpenAPI(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("every media type a request body documents is read, and where 415 is documented another is refused with it", func(t *testing.T) {
+		for _, r := range routes {
+			if r.op.RequestBody == nil {
+				continue
+			}
+			for _, mt := range slices.Sorted(maps.Keys(r.op.RequestBody.Content)) {
+				if rec := send(h, r, mt); rec.Code == http.StatusUnsupportedMediaType || rec.Code == http.StatusUnauthorized {
+					t.Errorf("%s with Content-Type %s: status %d; body %s", r, mt, rec.Code, rec.Body)
+				}
+			}
+			if r.op.Responses["415"] != nil {
+				if rec := send(h, r, "text/plain"); rec.Code != http.StatusUnsupportedMediaType {
+					t.Errorf("%s with Content-Type text/plain: status %d, want 415; body %s", r, rec.Code, rec.Body)
+				}
+			}
+		}
+	})
+
+	t.Run("the Problem schema lists every error code", func(t *testing.T) {
+		schema, err := resolve(tree, "#/components/schemas/Problem/properties/code/enum")
+		if err != nil {
+			t.Fatal(err)
+		}
+		enum, _ := schema.([]any)
+		for _, code := range []string{tether.EINVALID, tether.ENOTFOUND, tether.ECONFLICT, tether.EUNAUTHORIZED, tether.EFORBIDDEN,
+			tether.ETOOLARGE, tether.ETOOMANY, tether.EUNSUPPORTED, tether.EUNAVAILABLE, tether.EINTERNAL} {
+			if !slices.Contains(enum, any(code)) {
+				t.Errorf("code %q is not in the enum %v", code, enum)
+			}
+		}
+	})
 
 	// The converse check is partial: the mux cannot list its patterns, so
 	// a route on a path the document lacks altogether goes unnoticed, but

@@ -64,6 +64,9 @@ func (l Limits) withDefaults() Limits {
 const (
 	ReasonTooLarge      = "too_large"
 	ReasonMalformedJSON = "malformed_json"
+	// ReasonMalformedCBOR: a payload sent as CBOR is not one well-formed
+	// CBOR item (see [CBORToJSON]).
+	ReasonMalformedCBOR = "malformed_cbor"
 	ReasonNotObject     = "not_object"
 	ReasonNoValues      = "no_values"
 	ReasonBadValue      = "bad_value"
@@ -80,10 +83,10 @@ const (
 )
 
 // Error is why a payload was refused. Reason is a short snake_case word
-// used as a counter label (too_large, malformed_json, not_object,
-// no_values, bad_value, bad_key, key_too_long, too_deep, too_many_points,
-// bad_ts, ts_out_of_range); Message is one line for the device's developer
-// naming what to fix.
+// used as a counter label (too_large, malformed_json, malformed_cbor,
+// not_object, no_values, bad_value, bad_key, key_too_long, too_deep,
+// too_many_points, bad_ts, ts_out_of_range, duplicate_point); Message is
+// one line for the device's developer naming what to fix.
 type Error struct {
 	Reason  string
 	Message string

@@ -6,6 +6,11 @@
 // payload yields an *[Error] whose Reason is a metric label and whose
 // Message tells the device's developer what to fix.
 //
+// A payload sent as CBOR (RFC 8949; CoAP Content-Format 60, HTTP
+// Content-Type application/cbor) is first converted by [CBORToJSON] into the
+// JSON Decode reads, so that the payload rules live in one decoder whatever
+// the format; [DecodeCBOR] does both.
+//
 // [MarshalMessage] and [UnmarshalMessage] are the codec of the bus. The bus
 // format is JSON, so that the rules engine and programs outside Tether that
 // subscribe to the bus can read it with any JSON library.

@@ -1,4 +1,4 @@
-package coap
+package telemetry
 
 import (
 	"errors"
@@ -11,16 +11,12 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/tether-iot/tether/internal/telemetry"
+	"github.com/tether-iot/tether"
 )
 
-// reasonMalformedCBOR is the refusal reason of a payload that is not one
-// well-formed CBOR data item. The other refusals of the conversion use the
-// reasons of the JSON decoder.
-const reasonMalformedCBOR = "malformed_cbor"
-
 // cborMaxDepth bounds the nesting of a CBOR payload (arrays, maps and tags
-// together); the telemetry decoder then applies its own, lower, limit.
+// together) before it is converted, which bounds the converter's recursion;
+// [Decode] then applies [Limits.MaxDepth], which is lower.
 const cborMaxDepth = 32
 
 // cborDecoding checks well-formedness and decodes the scalar items. NaN and
@@ -38,31 +34,54 @@ var cborDecoding = func() cbor.DecMode {
 	return dm
 }()
 
-// cborToJSON converts a CBOR telemetry payload (RFC 8949) into the JSON the
-// ingest decoder takes, keeping the order of map keys (the order of the
-// points). It takes maps with text keys, arrays, integers, floats, booleans,
-// null (which the decoder then refuses as it refuses JSON null) and text;
-// tag 0 (an RFC 3339 time) and tag 1 (seconds since the epoch) become RFC
-// 3339 strings, which the decoder reads as a ts; tag 55799 (self-described
-// CBOR) is skipped. Anything else is refused with a *telemetry.Error naming
-// where it is: byte strings, non-text keys, other tags, NaN and infinities,
-// undefined and other simple values.
-func cborToJSON(data []byte) ([]byte, error) {
+// CBORToJSON converts a CBOR telemetry payload (RFC 8949) into the JSON that
+// [Decode] reads, so that one decoder holds the payload rules whatever the
+// format a device sends. Map keys keep their order, which is the order of
+// the points.
+//
+// It takes maps with text keys, arrays, integers, floats, booleans, null
+// (which Decode then refuses as it refuses JSON null) and text. Tag 0 (an
+// RFC 3339 time) and tag 1 (seconds since the epoch) become RFC 3339
+// strings, which Decode reads as a ts; tag 55799 (self-described CBOR) is
+// skipped. Anything else is refused with an *[Error] naming where it is:
+// byte strings, non-text keys, other tags, NaN and infinities, undefined
+// and other simple values ([ReasonBadValue], [ReasonBadKey]); a payload
+// that is not one well-formed CBOR item, or is nested deeper than 32, is
+// [ReasonMalformedCBOR]. A payload over lim.MaxPayload, or one whose JSON
+// would be, is [ReasonTooLarge].
+func CBORToJSON(data []byte, lim Limits) ([]byte, error) {
+	lim = lim.withDefaults()
+	if len(data) > lim.MaxPayload {
+		return nil, &Error{ReasonTooLarge, fmt.Sprintf("payload is %d bytes; payloads may be at most %d bytes", len(data), lim.MaxPayload)}
+	}
 	if len(data) == 0 {
-		return nil, &telemetry.Error{Reason: reasonMalformedCBOR, Message: "the payload is empty; send a CBOR map"}
+		return nil, &Error{ReasonMalformedCBOR, "the payload is empty; send a CBOR map"}
 	}
 	if err := cborDecoding.Wellformed(data); err != nil {
-		return nil, &telemetry.Error{Reason: reasonMalformedCBOR, Message: "the payload is not one well-formed CBOR item: " + strings.TrimPrefix(err.Error(), "cbor: ")}
+		return nil, &Error{ReasonMalformedCBOR, "the payload is not one well-formed CBOR item: " + strings.TrimPrefix(err.Error(), "cbor: ")}
 	}
-	c := cborConverter{data: data, out: make([]byte, 0, len(data)+len(data)/2)}
+	c := cborConverter{data: data, max: lim.MaxPayload, out: make([]byte, 0, min(len(data)+len(data)/2, lim.MaxPayload))}
 	if err := c.item(); err != nil {
 		return nil, err
 	}
+	if len(c.out) > c.max {
+		return nil, c.tooLarge()
+	}
 	if c.off != len(data) {
 		// Wellformed has checked there is exactly one item.
-		return nil, &telemetry.Error{Reason: reasonMalformedCBOR, Message: "data after the CBOR item"}
+		return nil, &Error{ReasonMalformedCBOR, "data after the CBOR item"}
 	}
 	return c.out, nil
+}
+
+// DecodeCBOR is [Decode] for a CBOR payload: [CBORToJSON], then Decode of
+// the JSON with the same limits.
+func DecodeCBOR(payload []byte, now time.Time, lim Limits) ([]tether.Point, error) {
+	js, err := CBORToJSON(payload, lim)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(js, now, lim)
 }
 
 // cborConverter walks a well-formed CBOR item and writes its JSON.
@@ -70,11 +89,12 @@ type cborConverter struct {
 	data []byte
 	off  int
 	out  []byte
-	path []pathElem
+	max  int // the bound of out: the payload limit
+	path []cborPathElem
 }
 
-// pathElem is one step into the payload: a map key, or an array index.
-type pathElem struct {
+// cborPathElem is one step into the payload: a map key, or an array index.
+type cborPathElem struct {
 	key   string
 	index int
 	isKey bool
@@ -91,11 +111,7 @@ func (c *cborConverter) where() string {
 			if b.Len() > 0 {
 				b.WriteByte('.')
 			}
-			k := p.key
-			if len(k) > 64 {
-				k = k[:64] + "…"
-			}
-			b.WriteString(strconv.Quote(k))
+			b.WriteString(quote([]byte(p.key)))
 		} else {
 			fmt.Fprintf(&b, "[%d]", p.index)
 		}
@@ -104,7 +120,11 @@ func (c *cborConverter) where() string {
 }
 
 func (c *cborConverter) refuse(reason, format string, args ...any) error {
-	return &telemetry.Error{Reason: reason, Message: fmt.Sprintf(format, args...) + " at " + c.where()}
+	return &Error{reason, fmt.Sprintf(format, args...) + " at " + c.where()}
+}
+
+func (c *cborConverter) tooLarge() error {
+	return &Error{ReasonTooLarge, fmt.Sprintf("the CBOR payload converts to more than %d bytes of JSON; payloads may be at most %d bytes", c.max, c.max)}
 }
 
 // head reads the initial byte and argument of the item at c.off (RFC 8949
@@ -112,7 +132,7 @@ func (c *cborConverter) refuse(reason, format string, args ...any) error {
 func (c *cborConverter) head() (major, info byte, arg uint64, next int, indefinite bool, err error) {
 	d, off := c.data, c.off
 	if off >= len(d) {
-		return 0, 0, 0, 0, false, errTruncated
+		return 0, 0, 0, 0, false, errCBORTruncated
 	}
 	major, info = d[off]>>5, d[off]&0x1f
 	off++
@@ -122,7 +142,7 @@ func (c *cborConverter) head() (major, info byte, arg uint64, next int, indefini
 	case info <= 27:
 		n := 1 << (info - 24)
 		if len(d)-off < n {
-			return 0, 0, 0, 0, false, errTruncated
+			return 0, 0, 0, 0, false, errCBORTruncated
 		}
 		for _, b := range d[off : off+n] {
 			arg = arg<<8 | uint64(b)
@@ -136,7 +156,7 @@ func (c *cborConverter) head() (major, info byte, arg uint64, next int, indefini
 	return major, info, arg, off, indefinite, nil
 }
 
-var errTruncated = errors.New("truncated")
+var errCBORTruncated = errors.New("truncated")
 
 // decode decodes the item at c.off into v with fxamacker/cbor and moves
 // past it.
@@ -151,9 +171,14 @@ func (c *cborConverter) decode(v any) error {
 
 // item converts the item at c.off.
 func (c *cborConverter) item() error {
+	// Checked before each item, the output outgrows the limit by at most
+	// one item's JSON, a bounded multiple of its CBOR.
+	if len(c.out) > c.max {
+		return c.tooLarge()
+	}
 	major, info, arg, next, indefinite, err := c.head()
 	if err != nil {
-		return &telemetry.Error{Reason: reasonMalformedCBOR, Message: "the payload is not well-formed CBOR: " + err.Error()}
+		return &Error{ReasonMalformedCBOR, "the payload is not well-formed CBOR: " + err.Error()}
 	}
 	switch major {
 	case 0: // unsigned integer
@@ -168,13 +193,13 @@ func (c *cborConverter) item() error {
 		}
 		c.off = next
 	case 2:
-		return c.refuse(telemetry.ReasonBadValue, "a byte string is not a value; send a number, a boolean or text")
+		return c.refuse(ReasonBadValue, "a byte string is not a value; send a number, a boolean or text")
 	case 3:
 		var s string
 		if err := c.decode(&s); err != nil {
-			return c.refuse(reasonMalformedCBOR, "text that is not valid UTF-8")
+			return c.refuse(ReasonMalformedCBOR, "text that is not valid UTF-8")
 		}
-		c.out = appendJSONString(c.out, s)
+		c.out = cborAppendJSONString(c.out, s)
 	case 4:
 		c.off = next
 		return c.array(arg, indefinite)
@@ -194,7 +219,7 @@ func (c *cborConverter) isBreak() bool { return c.off < len(c.data) && c.data[c.
 
 func (c *cborConverter) array(n uint64, indefinite bool) error {
 	c.out = append(c.out, '[')
-	c.path = append(c.path, pathElem{})
+	c.path = append(c.path, cborPathElem{})
 	for i := 0; indefinite || uint64(i) < n; i++ {
 		if indefinite && c.isBreak() {
 			c.off++
@@ -203,7 +228,7 @@ func (c *cborConverter) array(n uint64, indefinite bool) error {
 		if i > 0 {
 			c.out = append(c.out, ',')
 		}
-		c.path[len(c.path)-1] = pathElem{index: i}
+		c.path[len(c.path)-1] = cborPathElem{index: i}
 		if err := c.item(); err != nil {
 			return err
 		}
@@ -215,7 +240,7 @@ func (c *cborConverter) array(n uint64, indefinite bool) error {
 
 func (c *cborConverter) mapItems(n uint64, indefinite bool) error {
 	c.out = append(c.out, '{')
-	c.path = append(c.path, pathElem{})
+	c.path = append(c.path, cborPathElem{})
 	for i := 0; indefinite || uint64(i) < n; i++ {
 		if indefinite && c.isBreak() {
 			c.off++
@@ -225,15 +250,15 @@ func (c *cborConverter) mapItems(n uint64, indefinite bool) error {
 			c.out = append(c.out, ',')
 		}
 		if c.off >= len(c.data) || c.data[c.off]>>5 != 3 {
-			return c.refuse(telemetry.ReasonBadKey, "a map key that is not text (key %d of the map)", i)
+			return c.refuse(ReasonBadKey, "a map key that is not text (key %d of the map)", i)
 		}
 		var k string
 		if err := c.decode(&k); err != nil {
-			return c.refuse(reasonMalformedCBOR, "a map key that is not valid UTF-8 (key %d of the map)", i)
+			return c.refuse(ReasonMalformedCBOR, "a map key that is not valid UTF-8 (key %d of the map)", i)
 		}
-		c.out = appendJSONString(c.out, k)
+		c.out = cborAppendJSONString(c.out, k)
 		c.out = append(c.out, ':')
-		c.path[len(c.path)-1] = pathElem{key: k, isKey: true}
+		c.path[len(c.path)-1] = cborPathElem{key: k, isKey: true}
 		if err := c.item(); err != nil {
 			return err
 		}
@@ -245,35 +270,35 @@ func (c *cborConverter) mapItems(n uint64, indefinite bool) error {
 
 // Tags that are understood (RFC 8949 §3.4).
 const (
-	tagTimeString   = 0
-	tagTimeEpoch    = 1
-	tagSelfDescribe = 55799
+	cborTagTimeString   = 0
+	cborTagTimeEpoch    = 1
+	cborTagSelfDescribe = 55799
 )
 
 func (c *cborConverter) tag(number uint64, next int) error {
 	switch number {
-	case tagSelfDescribe:
+	case cborTagSelfDescribe:
 		c.off = next
 		return c.item()
-	case tagTimeString:
+	case cborTagTimeString:
 		c.off = next
 		if c.off >= len(c.data) || c.data[c.off]>>5 != 3 {
-			return c.refuse(telemetry.ReasonBadValue, "a time (tag 0) that is not text")
+			return c.refuse(ReasonBadValue, "a time (tag 0) that is not text")
 		}
 		var t time.Time
 		if err := c.decode(&t); err != nil {
-			return c.refuse(telemetry.ReasonBadValue, "a time (tag 0) that is not RFC 3339")
+			return c.refuse(ReasonBadValue, "a time (tag 0) that is not RFC 3339")
 		}
-		return c.time(t, number)
-	case tagTimeEpoch:
+		return c.writeTime(t, number)
+	case cborTagTimeEpoch:
 		c.off = next
 		t, err := c.epoch()
 		if err != nil {
 			return err
 		}
-		return c.time(t, number)
+		return c.writeTime(t, number)
 	}
-	return c.refuse(telemetry.ReasonBadValue, "tag %d is not supported; only the time tags 0 and 1 are", number)
+	return c.refuse(ReasonBadValue, "tag %d is not supported; only the time tags 0 and 1 are", number)
 }
 
 // epoch reads the content of a tag 1: seconds since the epoch, an integer
@@ -281,7 +306,7 @@ func (c *cborConverter) tag(number uint64, next int) error {
 func (c *cborConverter) epoch() (time.Time, error) {
 	const maxSecs = 253402300799 // 9999-12-31T23:59:59Z
 	bad := func() (time.Time, error) {
-		return time.Time{}, c.refuse(telemetry.ReasonBadValue, "a time (tag 1) that is not a finite number of seconds from the years 0 to 9999")
+		return time.Time{}, c.refuse(ReasonBadValue, "a time (tag 1) that is not a finite number of seconds from the years 0 to 9999")
 	}
 	major, info, arg, next, _, err := c.head()
 	if err != nil {
@@ -305,12 +330,12 @@ func (c *cborConverter) epoch() (time.Time, error) {
 	return bad()
 }
 
-// time writes a time as an RFC 3339 string in UTC.
-func (c *cborConverter) time(t time.Time, tag uint64) error {
+// writeTime writes a time as an RFC 3339 string in UTC.
+func (c *cborConverter) writeTime(t time.Time, tag uint64) error {
 	if y := t.UTC().Year(); y < 0 || y > 9999 {
-		return c.refuse(telemetry.ReasonBadValue, "a time (tag %d) outside the years 0 to 9999", tag)
+		return c.refuse(ReasonBadValue, "a time (tag %d) outside the years 0 to 9999", tag)
 	}
-	c.out = appendJSONString(c.out, t.UTC().Format(time.RFC3339Nano))
+	c.out = cborAppendJSONString(c.out, t.UTC().Format(time.RFC3339Nano))
 	return nil
 }
 
@@ -323,26 +348,26 @@ func (c *cborConverter) simple(info byte) error {
 	case 22:
 		c.out = append(c.out, "null"...)
 	case 23:
-		return c.refuse(telemetry.ReasonBadValue, "undefined is not a value")
+		return c.refuse(ReasonBadValue, "undefined is not a value")
 	case 25, 26, 27:
 		var f float64
 		if err := c.decode(&f); err != nil {
-			return c.refuse(reasonMalformedCBOR, "a float that cannot be read")
+			return c.refuse(ReasonMalformedCBOR, "a float that cannot be read")
 		}
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return c.refuse(telemetry.ReasonBadValue, "NaN and infinities are not values")
+			return c.refuse(ReasonBadValue, "NaN and infinities are not values")
 		}
 		c.out = strconv.AppendFloat(c.out, f, 'g', -1, 64)
 		return nil
 	default:
-		return c.refuse(telemetry.ReasonBadValue, "simple value %d is not a value", info)
+		return c.refuse(ReasonBadValue, "simple value %d is not a value", info)
 	}
 	c.off++
 	return nil
 }
 
-// appendJSONString appends s, valid UTF-8, as a JSON string.
-func appendJSONString(out []byte, s string) []byte {
+// cborAppendJSONString appends s, valid UTF-8, as a JSON string.
+func cborAppendJSONString(out []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	out = append(out, '"')
 	for i := 0; i < len(s); {
