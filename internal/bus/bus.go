@@ -6,7 +6,8 @@
 // that a tenant's traffic is one subject subtree and can later be mapped to
 // a NATS account:
 //
-//	tether.<tenant>.devices.<device>.telemetry   accepted telemetry (stream TELEMETRY)
+//	tether.<tenant>.devices.<device>.telemetry   one accepted telemetry message (stream TELEMETRY)
+//	tether.<tenant>.telemetry                    a batch of accepted telemetry messages of the tenant's devices (stream TELEMETRY)
 //	tether.<tenant>.devices.<device>.lifecycle   registry events for gateways: deleted, token_rotated (core NATS)
 //
 // Tenant and device IDs are single subject tokens (see [tether.ValidID]).
@@ -67,6 +68,7 @@ type Bus struct {
 	ns  *server.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	pub *publisher
 	log *slog.Logger
 }
 
@@ -115,7 +117,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        TelemetryStream,
 		Description: "Accepted device telemetry, kept until every consumer has acknowledged it",
-		Subjects:    []string{"tether.*.devices.*.telemetry"},
+		Subjects:    []string{"tether.*.devices.*.telemetry", "tether.*.telemetry"},
 		// Interest retention removes a message once all consumers have
 		// it, so the stream is a buffer, not a second copy of storage.
 		Retention:  jetstream.InterestPolicy,
@@ -134,6 +136,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 			return nil, fmt.Errorf("create consumer %s: %w", d, err)
 		}
 	}
+	b.pub = newPublisher(js, nc.MaxPayload())
 	return b, nil
 }
 
@@ -182,31 +185,61 @@ func (b *Bus) ClientURL() string {
 }
 
 // PublishTelemetry puts one encoded telemetry message on the bus and
-// returns only once JetStream has stored it. The message ID lets
-// JetStream drop a retried publish of the same message.
+// returns only once JetStream has stored it, or with ctx's error. Messages
+// published at about the same time are stored together in one JetStream
+// message (see publish.go); the message ID is the JetStream message ID of
+// a message stored alone, and a batch has an ID of its own, so that
+// JetStream drops a retried publish of either. data is copied before
+// PublishTelemetry waits: the caller may reuse it once it returns.
 func (b *Bus) PublishTelemetry(ctx context.Context, tenant, device, msgID string, data []byte) error {
-	_, err := b.js.Publish(ctx, TelemetrySubject(tenant, device), data, jetstream.WithMsgID(msgID))
+	bt, err := b.pub.add(tenant, device, msgID, data)
 	if err != nil {
 		return fmt.Errorf("publish telemetry: %w", err)
 	}
-	return nil
+	select {
+	case <-bt.done:
+		if bt.err != nil {
+			return fmt.Errorf("publish telemetry: %w", bt.err)
+		}
+		return nil
+	case <-ctx.Done():
+		// The message may still be stored; it was not acknowledged, so
+		// the device sends it again.
+		return fmt.Errorf("publish telemetry: %w", ctx.Err())
+	}
 }
 
-// Msg is a message delivered by a durable consumer. Ack it once it is
-// durable downstream; a message not acknowledged within the ack wait is
-// delivered again.
+// Msg is a telemetry message delivered by a durable consumer. Ack it once
+// it is durable downstream, or Nak it, but only one of them, once: the
+// messages of a batch share one JetStream message, acknowledged when each
+// of them has been. A message not acknowledged within the ack wait is
+// delivered again, and so are the other messages of its batch.
 type Msg struct {
-	m jetstream.Msg
+	data  []byte
+	m     jetstream.Msg
+	batch *batchAck // nil for a message stored alone
 }
 
-// Data returns the message body.
-func (m Msg) Data() []byte { return m.m.Data() }
+// Data returns the encoded telemetry message.
+func (m Msg) Data() []byte { return m.data }
 
-// Ack acknowledges the message.
-func (m Msg) Ack() error { return m.m.Ack() }
+// Ack acknowledges the message. The JetStream message that carries a batch
+// is acknowledged when every message in it is.
+func (m Msg) Ack() error {
+	if m.batch != nil {
+		return m.batch.ack()
+	}
+	return m.m.Ack()
+}
 
-// Nak asks for the message to be delivered again after delay.
-func (m Msg) Nak(delay time.Duration) error { return m.m.NakWithDelay(delay) }
+// Nak asks for the message to be delivered again after delay, and with it
+// the rest of its batch.
+func (m Msg) Nak(delay time.Duration) error {
+	if m.batch != nil {
+		return m.batch.nak(delay)
+	}
+	return m.m.NakWithDelay(delay)
+}
 
 // Consumption is a running durable consumer.
 type Consumption struct {
@@ -243,18 +276,24 @@ func (c *Consumption) Stop() {
 	<-c.cc.Closed()
 }
 
-// ConsumeTelemetry delivers telemetry to handle through the durable
-// consumer named durable, creating it if needed, so a restart resumes
-// where the last run stopped. Several nodes using the same name share the
-// work. handle is called from one goroutine; at most maxPending messages
-// are unacknowledged at once.
+// ConsumeTelemetry delivers telemetry to handle, one message at a time,
+// through the durable consumer named durable, creating it if needed, so a
+// restart resumes where the last run stopped. Several nodes using the same
+// name share the work. handle is called from one goroutine; at most
+// maxPending JetStream messages (single messages or batches) are
+// unacknowledged at once.
 func (b *Bus) ConsumeTelemetry(ctx context.Context, durable string, maxPending int, handle func(Msg)) (*Consumption, error) {
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, TelemetryStream, consumerConfig(durable, maxPending))
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", durable, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { handle(Msg{m}) },
-		jetstream.PullMaxMessages(maxPending),
+	// A batch may be as large as the server's max_payload, so the client
+	// buffers by bytes rather than by messages. The bound must exceed the
+	// largest message, or the consumer stalls; four times max_payload
+	// keeps each pull request above it.
+	buffer := max(16<<20, 4*int(b.nc.MaxPayload()))
+	cc, err := cons.Consume(func(m jetstream.Msg) { deliver(m, handle) },
+		jetstream.PullMaxBytes(buffer),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			b.log.Warn("bus consumer", "consumer", durable, "err", err)
 		}))
@@ -306,10 +345,13 @@ func (b *Bus) SubscribeLifecycle(fn func(tenant, device, event string)) (unsubsc
 	return func() { _ = sub.Unsubscribe() }, nil
 }
 
-// Close drains the connection (delivering what is in flight) and stops an
-// embedded server.
+// Close publishes the telemetry waiting to be published, drains the
+// connection (delivering what is in flight) and stops an embedded server.
 func (b *Bus) Close() error {
 	var err error
+	if b.pub != nil {
+		b.pub.close()
+	}
 	if b.nc != nil {
 		done := make(chan struct{})
 		b.nc.SetClosedHandler(func(*nats.Conn) { close(done) })

@@ -391,6 +391,7 @@ func TestTelemetrySubjectsAreOneSubtreePerTenant(t *testing.T) {
 		want string
 	}{
 		{"telemetry is under the tenant and device", bus.TelemetrySubject("acme", "dev-1"), "tether.acme.devices.dev-1.telemetry"},
+		{"a batch of telemetry is under the tenant", bus.TelemetryBatchSubject("acme"), "tether.acme.telemetry"},
 		{"lifecycle events are under the tenant and device", bus.LifecycleSubject("acme", "dev-1"), "tether.acme.devices.dev-1.lifecycle"},
 	}
 	for _, tt := range tests {
@@ -417,11 +418,13 @@ func TestPublishedTelemetryLandsInTheStream(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), wait)
 	defer cancel()
-	ack, err := js.Publish(ctx, bus.TelemetrySubject("acme", "dev-1"), []byte("x"))
-	if err != nil {
-		t.Fatalf("publish on TelemetrySubject: %v", err)
-	}
-	if ack.Stream != bus.TelemetryStream {
-		t.Errorf("stored in stream %q, want %q", ack.Stream, bus.TelemetryStream)
+	for _, subject := range []string{bus.TelemetrySubject("acme", "dev-1"), bus.TelemetryBatchSubject("acme")} {
+		ack, err := js.Publish(ctx, subject, []byte("x"))
+		if err != nil {
+			t.Fatalf("publish on %s: %v", subject, err)
+		}
+		if ack.Stream != bus.TelemetryStream {
+			t.Errorf("%s stored in stream %q, want %q", subject, ack.Stream, bus.TelemetryStream)
+		}
 	}
 }

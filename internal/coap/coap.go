@@ -140,6 +140,8 @@ type Ingestor interface {
 	// a refused payload, an error with tether code EUNAVAILABLE when the bus
 	// failed (send again later).
 	Accept(ctx context.Context, d *tether.Device, payload []byte) (points int, err error)
+	// AcceptCBOR is Accept for a CBOR payload, converted to the same JSON.
+	AcceptCBOR(ctx context.Context, d *tether.Device, payload []byte) (points int, err error)
 	// Limits returns the payload limits; MaxPayload is in bytes.
 	Limits() telemetry.Limits
 	// Allow takes one message from the device's publish budget, shared by
@@ -247,7 +249,6 @@ type Gateway struct {
 	latest     LatestReader
 	log        *slog.Logger
 	timeout    time.Duration
-	limits     telemetry.Limits // the ingest path's, for converting CBOR
 	maxPayload int
 
 	udpListener  *coapNet.UDPConn
@@ -297,7 +298,6 @@ func New(auth Authenticator, in Ingestor, latest LatestReader, o Options) (*Gate
 	g := &Gateway{
 		auth: auth, in: in, latest: latest, timeout: o.PublishTimeout,
 		log:        o.Logger,
-		limits:     in.Limits(),
 		maxPayload: in.Limits().MaxPayload,
 		sessions:   newSessions(),
 		timing:     timing{udpIdle: udpIdle, dtlsIdle: dtlsIdle, observeRefresh: observeRefresh, ackTimeout: ackTimeout},

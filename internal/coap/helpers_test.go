@@ -118,6 +118,14 @@ func (f *fakeIngest) Allow(*tether.Device) (bool, time.Duration) {
 	return true, 0
 }
 
+func (f *fakeIngest) AcceptCBOR(ctx context.Context, d *tether.Device, payload []byte) (int, error) {
+	js, err := telemetry.CBORToJSON(payload, f.limits)
+	if err != nil {
+		return 0, err
+	}
+	return f.Accept(ctx, d, js)
+}
+
 func (f *fakeIngest) Accept(ctx context.Context, d *tether.Device, payload []byte) (int, error) {
 	f.mu.Lock()
 	hold := f.hold

@@ -53,20 +53,18 @@ func (g *Gateway) postTelemetry(w *responsewriter.ResponseWriter[*udpClient.Conn
 		g.reply(w, r, d, g.tooLarge(int64(len(payload))))
 		return
 	}
-	if cbor {
-		// The payload rules are the JSON decoder's, whatever the format.
-		if payload, err = telemetry.CBORToJSON(payload, g.limits); err != nil {
-			g.reply(w, r, d, g.ingestRefusal(err))
-			return
-		}
-	}
 	if g.closing.Load() {
 		g.reply(w, r, d, unavailable("the server is shutting down; send it again later"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(g.acceptCtx, g.timeout)
 	defer cancel()
-	if _, err := g.in.Accept(ctx, d, payload); err != nil {
+	// The payload rules are the JSON decoder's, whatever the format.
+	accept := g.in.Accept
+	if cbor {
+		accept = g.in.AcceptCBOR
+	}
+	if _, err := accept(ctx, d, payload); err != nil {
 		g.reply(w, r, d, g.ingestRefusal(err))
 		return
 	}

@@ -86,7 +86,7 @@ func Default() Config {
 		ConnectTimeout:              10 * time.Second,
 		BusMaxBytes:                 4 << 30,
 		MaxPayload:                  256 << 10,
-		WriterBatch:                 1000,
+		WriterBatch:                 5000,
 		WriterMaxDelay:              20 * time.Millisecond,
 		ShutdownTimeout:             15 * time.Second,
 		LogLevel:                    "info",

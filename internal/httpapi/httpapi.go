@@ -51,6 +51,8 @@ type Registry interface {
 // Ingestor takes a device's telemetry and returns once the bus has it.
 type Ingestor interface {
 	Accept(ctx context.Context, d *tether.Device, payload []byte) (int, error)
+	// AcceptCBOR is Accept for a CBOR payload, converted to the same JSON.
+	AcceptCBOR(ctx context.Context, d *tether.Device, payload []byte) (int, error)
 	Limits() telemetry.Limits
 	Allow(d *tether.Device) (ok bool, retryAfter time.Duration)
 }

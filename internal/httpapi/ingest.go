@@ -58,18 +58,13 @@ func (s *Server) doIngest(w http.ResponseWriter, r *http.Request) error {
 		}
 		return tether.Errorf(tether.EINVALID, "reading the body: %v", err)
 	}
+	accept := s.in.Accept
 	if isCBOR {
-		// A refusal of the conversion itself (CBOR that is malformed or
-		// holds what JSON cannot: byte strings, NaN, other tags) is
-		// answered like the decoder's; the ingest path, which takes
-		// JSON, does not count it.
-		if body, err = telemetry.CBORToJSON(body, s.in.Limits()); err != nil {
-			return err
-		}
+		accept = s.in.AcceptCBOR
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
-	n, err := s.in.Accept(ctx, d, body)
+	n, err := accept(ctx, d, body)
 	if err != nil {
 		if tether.ErrorCode(err) == tether.EUNAVAILABLE {
 			w.Header().Set("Retry-After", "1")

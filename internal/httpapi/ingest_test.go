@@ -42,6 +42,14 @@ func (in *decodingIngestor) Accept(_ context.Context, _ *tether.Device, payload 
 	return len(points), nil
 }
 
+func (in *decodingIngestor) AcceptCBOR(ctx context.Context, d *tether.Device, payload []byte) (int, error) {
+	js, err := telemetry.CBORToJSON(payload, in.limits)
+	if err != nil {
+		return 0, err
+	}
+	return in.Accept(ctx, d, js)
+}
+
 func (in *decodingIngestor) Limits() telemetry.Limits { return in.limits }
 
 func (in *decodingIngestor) Allow(*tether.Device) (bool, time.Duration) {
@@ -206,7 +214,7 @@ func TestIngest(t *testing.T) {
 
 // TestIngestCountsRefusals runs the real ingest path: a payload refused
 // by the payload rules is counted by reason, whether it came as JSON or as
-// CBOR.
+// CBOR, and so is CBOR the conversion refuses.
 func TestIngestCountsRefusals(t *testing.T) {
 	in := ingest.New(nopPublisher{}, telemetry.Limits{}, 0, slog.New(slog.DiscardHandler))
 	srv, err := httpapi.New(fakeRegistry{}, fakeTelemetry{}, in, fakeStats{}, httpapi.Options{
@@ -239,21 +247,22 @@ func TestIngestCountsRefusals(t *testing.T) {
 		{"application/cbor", "\xa1\x61a\xf6", 422},            // {"a": null}
 		{"application/cbor", "\xa2\x62ts\x61x\x61a\x01", 422}, // {"ts": "x", "a": 1}
 		{"application/cbor", cborObject, 202},
+		{"application/cbor", "\xa1\x61a", 400}, // truncated: malformed_cbor
 		{"application/json", `{"a":1}`, 202},
 	} {
 		if got := post(r.contentType, r.body); got != r.want {
 			t.Fatalf("%s %q: status %d, want %d", r.contentType, r.body, got, r.want)
 		}
 	}
-	want := map[string]uint64{"bad_value": 2, "bad_ts": 1}
+	want := map[string]uint64{"bad_value": 2, "bad_ts": 1, "malformed_cbor": 1}
 	if got := in.Stats().Refused; !maps.Equal(got, want) {
 		t.Errorf("refusals counted %v, want %v", got, want)
 	}
 	if got := in.Stats().Accepted; got != 2 {
 		t.Errorf("%d messages accepted, want 2", got)
 	}
-	if got := in.Refused("pump-1"); got != 3 {
-		t.Errorf("%d refusals counted for pump-1, want 3", got)
+	if got := in.Refused("pump-1"); got != 4 {
+		t.Errorf("%d refusals counted for pump-1, want 4", got)
 	}
 }
 

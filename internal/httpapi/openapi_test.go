@@ -421,8 +421,11 @@ type fakeIngestor struct{}
 var _ httpapi.Ingestor = fakeIngestor{}
 
 func (fakeIngestor) Accept(context.Context, *tether.Device, []byte) (int, error) { return 1, nil }
-func (fakeIngestor) Limits() telemetry.Limits                                    { return telemetry.DefaultLimits() }
-func (fakeIngestor) Allow(*tether.Device) (bool, time.Duration)                  { return true, 0 }
+func (fakeIngestor) AcceptCBOR(context.Context, *tether.Device, []byte) (int, error) {
+	return 1, nil
+}
+func (fakeIngestor) Limits() telemetry.Limits                   { return telemetry.DefaultLimits() }
+func (fakeIngestor) Allow(*tether.Device) (bool, time.Duration) { return true, 0 }
 
 // fakeTelemetry has no points.
 type fakeTelemetry struct{}

@@ -9,6 +9,7 @@ package ingest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -22,7 +23,8 @@ import (
 	"github.com/tether-iot/tether/internal/telemetry"
 )
 
-// Publisher stores an encoded message durably on the bus.
+// Publisher stores an encoded message durably on the bus. It must not use
+// data after it returns: the Ingestor reuses the buffer.
 type Publisher interface {
 	PublishTelemetry(ctx context.Context, tenant, device, msgID string, data []byte) error
 }
@@ -39,6 +41,10 @@ type Ingestor struct {
 	rate   *limit.Keyed // per device, every protocol's publishes together
 	log    *slog.Logger
 	now    func() time.Time
+	ids    idSource
+	// bufs holds encoding buffers (*[]byte): a message is encoded, handed
+	// to the bus, which copies it, and the buffer is used again.
+	bufs sync.Pool
 
 	accepted atomic.Uint64
 	points   atomic.Uint64
@@ -66,11 +72,13 @@ func New(pub Publisher, limits telemetry.Limits, publishRate int, log *slog.Logg
 	if publishRate > 0 {
 		rate = limit.New(float64(publishRate), publishRate)
 	}
-	return &Ingestor{
+	in := &Ingestor{
 		pub: pub, limits: limits, rate: rate, log: log, now: time.Now,
 		devices: map[string]*deviceRejects{},
 		reasons: map[string]uint64{},
 	}
+	_, _ = rand.Read(in.ids.prefix[:])
+	return in
 }
 
 // Limits returns the payload limits in force.
@@ -85,18 +93,40 @@ var ErrBus = errors.New("bus unavailable")
 // *telemetry.Error (counted and logged here); a bus failure returns an
 // error wrapping [ErrBus] and a *tether.Error with EUNAVAILABLE.
 func (in *Ingestor) Accept(ctx context.Context, d *tether.Device, payload []byte) (int, error) {
+	return in.accept(ctx, d, payload, telemetry.Decode)
+}
+
+// AcceptCBOR is [Ingestor.Accept] for a CBOR payload (RFC 8949):
+// [telemetry.DecodeCBOR] converts it and applies the same rules, and a
+// refusal of either the conversion or the rules is counted the same way.
+func (in *Ingestor) AcceptCBOR(ctx context.Context, d *tether.Device, payload []byte) (int, error) {
+	return in.accept(ctx, d, payload, telemetry.DecodeCBOR)
+}
+
+type decodeFunc func(payload []byte, now time.Time, lim telemetry.Limits) ([]tether.Point, error)
+
+func (in *Ingestor) accept(ctx context.Context, d *tether.Device, payload []byte, decode decodeFunc) (int, error) {
 	now := in.now()
-	points, err := telemetry.Decode(payload, now, in.limits)
+	points, err := decode(payload, now, in.limits)
 	if err != nil {
 		in.reject(d, err)
 		return 0, err
 	}
-	m := tether.Message{ID: newMessageID(), TenantID: d.TenantID, DeviceID: d.ID, ReceivedAt: now.UTC(), Points: points}
-	data, err := telemetry.MarshalMessage(m)
+	m := tether.Message{ID: in.ids.next(), TenantID: d.TenantID, DeviceID: d.ID, ReceivedAt: now.UTC(), Points: points}
+	buf, _ := in.bufs.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	data, err := telemetry.AppendMessage((*buf)[:0], m)
 	if err != nil {
 		return 0, fmt.Errorf("encode message: %w", err)
 	}
-	if err := in.pub.PublishTelemetry(ctx, d.TenantID, d.ID, m.ID, data); err != nil {
+	err = in.pub.PublishTelemetry(ctx, d.TenantID, d.ID, m.ID, data)
+	if cap(data) <= maxPooledBuffer {
+		*buf = data
+		in.bufs.Put(buf)
+	}
+	if err != nil {
 		n := in.failed.Add(1)
 		if last := in.failLogged.Load(); now.UnixNano()-last >= int64(time.Second) && in.failLogged.CompareAndSwap(last, now.UnixNano()) {
 			in.log.Warn("telemetry not accepted: bus failed", "device", d.ID, "err", err, "bus_failures_total", n)
@@ -211,8 +241,27 @@ func (in *Ingestor) Forget(deviceID string) {
 	in.mu.Unlock()
 }
 
-func newMessageID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// maxPooledBuffer is the largest encoding buffer kept for reuse, so that
+// one large payload does not keep its buffer for good.
+const maxPooledBuffer = 64 << 10
+
+// idSource makes message IDs: 32 hexadecimal digits, a random half drawn
+// once per Ingestor and a counter. The random half keeps the IDs of
+// different processes and nodes apart; the counter makes each ID cheap
+// (crypto/rand per message cost a system call), and because it is written
+// big-endian a process's IDs sort in the order they were made, so the
+// store's dedupe table takes them at the end of its index instead of on a
+// random page each.
+type idSource struct {
+	prefix [8]byte // random, drawn by New
+	seq    atomic.Uint64
+}
+
+func (s *idSource) next() string {
+	var raw [16]byte
+	copy(raw[:8], s.prefix[:])
+	binary.BigEndian.PutUint64(raw[8:], s.seq.Add(1))
+	var id [32]byte
+	hex.Encode(id[:], raw[:])
+	return string(id[:])
 }

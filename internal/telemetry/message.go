@@ -22,11 +22,34 @@ const MessageVersion = 1
 // hold (before 1677 or after 2262), or a string that is not valid UTF-8, so
 // that every message it writes reads back exactly.
 func MarshalMessage(m tether.Message) ([]byte, error) {
+	b, err := AppendMessage(make([]byte, 0, messageSize(m)), m)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// AppendMessage is [MarshalMessage] appending to b, so that a caller can
+// reuse one buffer for many messages. On error it returns b as it was.
+func AppendMessage(b []byte, m tether.Message) ([]byte, error) {
+	out, err := appendMessage(b, m)
+	if err != nil {
+		return b, err
+	}
+	return out, nil
+}
+
+// messageSize returns about how many bytes MarshalMessage writes for m:
+// enough for most messages, so that the buffer need not grow.
+func messageSize(m tether.Message) int {
 	n := 96 + len(m.ID) + len(m.TenantID) + len(m.DeviceID)
 	for i := range m.Points {
 		n += 48 + len(m.Points[i].Key) + len(m.Points[i].Str)
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+func appendMessage(b []byte, m tether.Message) ([]byte, error) {
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, MessageVersion, 10)
 	var err error
@@ -176,12 +199,12 @@ func unmarshalMessage(b []byte) (tether.Message, error) {
 		s    = scanner{data: b}
 	)
 	s.ws()
-	err := s.members(func(name string) error {
+	err := s.members(func(name []byte) error {
 		var (
 			field int
 			ok    bool
 		)
-		switch name {
+		switch string(name) {
 		case "v":
 			field = fieldV
 			var num []byte
@@ -214,7 +237,7 @@ func unmarshalMessage(b []byte) (tether.Message, error) {
 			ok = s.skip(maxSkipDepth)
 		}
 		if !ok {
-			return fmt.Errorf("field %q is malformed", trunc(name))
+			return fmt.Errorf("field %q is malformed", trunc(string(name)))
 		}
 		if seen&field != 0 {
 			return fmt.Errorf("field %q is repeated", name)
@@ -339,7 +362,9 @@ const (
 
 // members reads a JSON object, calling member with each name while the
 // scanner stands at the start of its value; member must read the value.
-func (s *scanner) members(member func(name string) error) error {
+// The name is the input's bytes where it has no escapes, so that matching
+// it against the known names allocates nothing; member must not keep it.
+func (s *scanner) members(member func(name []byte) error) error {
 	if !s.eat('{') {
 		return errors.New("not an object")
 	}
@@ -349,13 +374,16 @@ func (s *scanner) members(member func(name string) error) error {
 	}
 	for {
 		s.ws()
-		raw, escaped, ok := s.str()
+		name, escaped, ok := s.str()
 		if !ok {
 			return errSyntax
 		}
-		name, ok := unescape(raw, escaped)
-		if !ok {
-			return errSyntax
+		if escaped {
+			unescaped, ok := unescape(name, escaped)
+			if !ok {
+				return errSyntax
+			}
+			name = []byte(unescaped)
 		}
 		s.ws()
 		if !s.eat(':') {
@@ -380,12 +408,12 @@ func point(s *scanner) (tether.Point, error) {
 		p    tether.Point
 		seen int
 	)
-	err := s.members(func(name string) error {
+	err := s.members(func(name []byte) error {
 		var (
 			field int
 			ok    bool
 		)
-		switch name {
+		switch string(name) {
 		case "k":
 			field = pointK
 			p.Key, ok = stringValue(s)
@@ -418,7 +446,7 @@ func point(s *scanner) (tether.Point, error) {
 			ok = s.skip(maxSkipDepth)
 		}
 		if !ok {
-			return fmt.Errorf("field %q is malformed", trunc(name))
+			return fmt.Errorf("field %q is malformed", trunc(string(name)))
 		}
 		if seen&field != 0 {
 			if field == pointValue {

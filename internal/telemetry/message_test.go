@@ -38,6 +38,43 @@ func TestMarshalMessageWritesTheDocumentedFormat(t *testing.T) {
 	}
 }
 
+func TestAppendMessageAppendsWhatMarshalMessageWrites(t *testing.T) {
+	want, err := telemetry.MarshalMessage(sampleMessage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := []byte("prefix")
+	got, err := telemetry.AppendMessage(buf, sampleMessage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "prefix"+string(want) {
+		t.Errorf("AppendMessage =\n%s\nwant prefix followed by\n%s", got, want)
+	}
+
+	bad := sampleMessage()
+	bad.Points = append(bad.Points, num("nan", math.NaN(), now))
+	got, err = telemetry.AppendMessage(buf, bad)
+	if err == nil {
+		t.Fatal("AppendMessage of a NaN point succeeded")
+	}
+	if string(got) != "prefix" {
+		t.Errorf("after an error AppendMessage returned %q, want the buffer as it was", got)
+	}
+}
+
+// A field name with escapes is matched like any other.
+func TestUnmarshalMessageReadsEscapedFieldNames(t *testing.T) {
+	b := []byte(`{"\u0076":1,"id":"x","tenant":"t","device":"d","rx":1,"poi\u006ets":[{"\u006b":"a","t":2,"n":3}]}`)
+	m, err := telemetry.UnmarshalMessage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Points) != 1 || m.Points[0].Key != "a" || m.Points[0].Num != 3 {
+		t.Errorf("UnmarshalMessage(%s) = %+v", b, m)
+	}
+}
+
 func TestMessageRoundTrips(t *testing.T) {
 	berlin := time.FixedZone("CEST", 2*3600)
 	odd := time.Date(2262, 4, 11, 23, 47, 16, 854775807, time.UTC) // the last Unix nanosecond

@@ -24,7 +24,8 @@ type Store interface {
 	PruneDedup(ctx context.Context, before time.Time) (int64, error)
 }
 
-// Delivery is one message from the bus.
+// Delivery is one message from the bus. The writer acknowledges (or
+// refuses) each exactly once.
 type Delivery interface {
 	Data() []byte
 	Ack() error
@@ -77,7 +78,8 @@ func Start(ctx context.Context, store Store, src Source, o Options) (*Writer, er
 	}
 	w := &Writer{store: store, o: o, in: make(chan Delivery, o.Batch), done: make(chan struct{}), abandon: make(chan struct{})}
 	// Twice the batch may be unacknowledged: one being written, one
-	// filling.
+	// filling. (The bus counts its own messages, each of which may carry
+	// several deliveries; the channel is what bounds the writer.)
 	stop, err := src(ctx, 2*o.Batch, func(d Delivery) {
 		select {
 		case w.in <- d:

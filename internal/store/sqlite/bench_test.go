@@ -20,19 +20,27 @@ import (
 )
 
 // BenchmarkWriteMessages measures the storage writer's batch: msgs
-// messages of 100 devices, each with points number points.
+// messages of devices devices (100 unless named), each with points number
+// points. devices=1000/msgs=1000/points=10 is the batch the end-to-end
+// fan-in benchmark's writer commits: every series gets about one point
+// per batch.
 func BenchmarkWriteMessages(b *testing.B) {
-	for _, c := range []struct{ msgs, points int }{
-		{100, 10},
-		{500, 1},
-		{500, 10},
-		{2000, 5},
+	for _, c := range []struct{ devices, msgs, points int }{
+		{100, 100, 10},
+		{100, 500, 1},
+		{100, 500, 10},
+		{100, 2000, 5},
+		{1000, 1000, 10},
+		{1000, 5000, 10},
 	} {
-		b.Run(fmt.Sprintf("msgs=%d/points=%d", c.msgs, c.points), func(b *testing.B) {
+		name := fmt.Sprintf("msgs=%d/points=%d", c.msgs, c.points)
+		if c.devices != 100 {
+			name = fmt.Sprintf("devices=%d/", c.devices) + name
+		}
+		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			db := newDB(b)
-			const devices = 100
-			for i := range devices {
+			for i := range c.devices {
 				createDevice(b, db, tenantA, "dev-"+strconv.Itoa(i), nil)
 			}
 			keys := make([]string, c.points)
@@ -41,7 +49,7 @@ func BenchmarkWriteMessages(b *testing.B) {
 			}
 			msgs := make([]tether.Message, c.msgs)
 			for i := range msgs {
-				msgs[i] = tether.Message{TenantID: tenantA, DeviceID: "dev-" + strconv.Itoa(i%devices),
+				msgs[i] = tether.Message{TenantID: tenantA, DeviceID: "dev-" + strconv.Itoa(i%c.devices),
 					Points: make([]tether.Point, c.points)}
 			}
 			seq := 0
@@ -52,7 +60,7 @@ func BenchmarkWriteMessages(b *testing.B) {
 				for i := range msgs {
 					seq++
 					at := t0.Add(time.Duration(seq) * time.Millisecond)
-					msgs[i].ID = "msg-" + strconv.Itoa(seq)
+					msgs[i].ID = fmt.Sprintf("msg-%016x", seq)
 					msgs[i].ReceivedAt = at
 					for j := range msgs[i].Points {
 						msgs[i].Points[j] = tether.Point{Key: keys[j], Time: at, Kind: tether.KindNumber, Num: float64(seq)}

@@ -59,6 +59,7 @@ type DB struct {
 	write  *sql.DB
 	read   *sql.DB
 	series *seriesCache
+	stmts  *stmtCache // on write
 }
 
 // Open opens the store in the SQLite file at path, creating the file if it
@@ -103,7 +104,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 	read.SetConnMaxLifetime(0)
-	return &DB{write: write, read: read, series: newSeriesCache()}, nil
+	stmts, err := prepareBulk(ctx, write, findProcessed, markProcessed, touchDevices, insertPoints, updateLatest)
+	if err != nil {
+		read.Close()
+		write.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	return &DB{write: write, read: read, series: newSeriesCache(), stmts: stmts}, nil
 }
 
 // openPool opens a pool whose every connection is configured by the DSN,
@@ -134,7 +141,7 @@ func openPool(ctx context.Context, path string, write bool) (*sql.DB, error) {
 
 // Close closes both connection pools.
 func (db *DB) Close() error {
-	return errors.Join(db.read.Close(), db.write.Close())
+	return errors.Join(db.stmts.close(), db.read.Close(), db.write.Close())
 }
 
 //go:embed migrations/*.sql

@@ -1,11 +1,11 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"time"
@@ -36,14 +36,67 @@ func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored 
 	return db.writeMessages(ctx, msgs, nil)
 }
 
+// The bulk statements of WriteMessages.
+var (
+	// findProcessed returns which of some message IDs were stored before.
+	findProcessed = &bulk{prefix: "SELECT id FROM processed_messages WHERE id IN (", row: "?", suffix: ")", params: 1}
+	markProcessed = &bulk{prefix: "INSERT INTO processed_messages (id, at) VALUES ", row: "(?, ?)",
+		suffix: " ON CONFLICT (id) DO NOTHING", params: 2}
+	// touchDevices moves devices' last_seen_at forward. It updates the
+	// rows of the devices that exist in the tenant, and no others, which
+	// is how the writer learns that a device was deleted meanwhile.
+	// UPDATE … FROM is in SQLite since 3.33 and in PostgreSQL.
+	touchDevices = &bulk{prefix: "WITH v (tenant_id, id, at) AS (VALUES ", row: "(?, ?, ?)",
+		suffix: `) UPDATE devices
+			SET last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.at THEN v.at ELSE last_seen_at END
+			FROM v WHERE devices.id = v.id AND devices.tenant_id = v.tenant_id`, params: 3,
+		single: `UPDATE devices
+			SET last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < ?3 THEN ?3 ELSE last_seen_at END
+			WHERE id = ?2 AND tenant_id = ?1`}
+	// A later row with the same series and time replaces an earlier one,
+	// within one statement too.
+	insertPoints = &bulk{prefix: "INSERT INTO telemetry (series_id, ts, kind, num, str) VALUES ", row: "(?, ?, ?, ?, ?)",
+		suffix: " ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, num = excluded.num, str = excluded.str", params: 5}
+	updateLatest = &bulk{prefix: "WITH v (id, ts, kind, num, str) AS (VALUES ", row: "(?, ?, ?, ?, ?)",
+		suffix: `) UPDATE series
+			SET latest_ts = v.ts, latest_kind = v.kind, latest_num = v.num, latest_str = v.str
+			FROM v WHERE series.id = v.id AND (series.latest_ts IS NULL OR series.latest_ts <= v.ts)`, params: 5,
+		single: `UPDATE series SET latest_ts = ?2, latest_kind = ?3, latest_num = ?4, latest_str = ?5
+			WHERE id = ?1 AND (latest_ts IS NULL OR latest_ts <= ?2)`}
+)
+
+// point is a row of the telemetry table.
+type point struct {
+	series int64
+	ts     int64
+	kind   tether.Kind
+	num    float64
+	str    string
+}
+
+// value returns the point's num and str columns.
+func (p *point) value() (num, str any) {
+	if p.kind == tether.KindString {
+		return nil, p.str
+	}
+	return p.num, nil
+}
+
+// device names a device of a tenant.
+type device struct{ tenantID, id string }
+
 // writeMessages is WriteMessages; a non-nil beforeCommit runs last in the
 // transaction, and an error from it rolls the transaction back (for tests).
+//
+// It works in whole-batch steps, each a few bulk statements (see bulk):
+// drop the messages stored before, touch the devices (learning which
+// still exist), insert the points sorted by series and time, and move each
+// series' latest value forward.
 func (db *DB) writeMessages(ctx context.Context, msgs []tether.Message, beforeCommit func() error) (stored int, err error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
 	now := time.Now()
-	type device struct{ tenantID, id string }
 	// The newest receive time of each device's messages, so that each
 	// device's row is updated once per call rather than once per message.
 	newest := make(map[device]int64)
@@ -55,117 +108,80 @@ func (db *DB) writeMessages(ctx context.Context, msgs []tether.Message, beforeCo
 			newest[k] = r
 		}
 	}
-	type sample struct {
-		ts       int64
-		kind     tether.Kind
-		num, str any
-	}
-	// The newest point of each series (by id) in this call: the series'
-	// latest value is updated once per series, not once per point.
-	latest := make(map[int64]sample)
 	series := seriesResolver{ctx: ctx, cache: db.series}
 
 	err = db.inWriteTxCommit(ctx, func(tx *sql.Tx) error {
 		series.tx = tx
 		defer series.close()
-		mark, err := tx.PrepareContext(ctx, `INSERT INTO processed_messages (id, at) VALUES (?, ?)
-			ON CONFLICT (id) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer mark.Close()
-		// Updating the device row doubles as the check that the device
-		// still exists in the tenant: no row changed means skip its points.
-		// It also makes every series the writer resolves one of a device
-		// of the message's tenant.
-		touch, err := tx.PrepareContext(ctx, `UPDATE devices
-			SET last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < ? THEN ? ELSE last_seen_at END
-			WHERE id = ? AND tenant_id = ?`)
-		if err != nil {
-			return err
-		}
-		defer touch.Close()
-		insert, err := tx.PrepareContext(ctx, `INSERT INTO telemetry (series_id, ts, kind, num, str)
-			VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, num = excluded.num, str = excluded.str`)
-		if err != nil {
-			return err
-		}
-		defer insert.Close()
+		e := &bulkExec{ctx: ctx, tx: tx, cache: db.stmts}
 
-		exists := make(map[device]bool)
-		for i := range msgs {
+		fresh, err := freshMessages(e, msgs, now)
+		if err != nil {
+			return err
+		}
+		exists, err := touch(e, msgs, fresh, newest)
+		if err != nil {
+			return err
+		}
+
+		n := 0
+		for _, i := range fresh {
+			n += len(msgs[i].Points)
+		}
+		points := make([]point, 0, n)
+		for _, i := range fresh {
 			m := &msgs[i]
-			recv := receivedAt(m, now)
-			if m.ID != "" {
-				res, err := mark.ExecContext(ctx, m.ID, nanos(recv))
-				if err != nil {
-					return fmt.Errorf("message %s: %w", m.ID, err)
-				}
-				if n, err := res.RowsAffected(); err != nil {
-					return err
-				} else if n == 0 {
-					continue // stored before
-				}
-			}
-			k := device{m.TenantID, m.DeviceID}
-			ok, checked := exists[k]
-			if !checked {
-				r := newest[k]
-				res, err := touch.ExecContext(ctx, r, r, m.DeviceID, m.TenantID)
-				if err != nil {
-					return fmt.Errorf("device %s: %w", m.DeviceID, err)
-				}
-				n, err := res.RowsAffected()
-				if err != nil {
-					return err
-				}
-				ok = n > 0
-				exists[k] = ok
-			}
-			if !ok {
+			if !exists[device{m.TenantID, m.DeviceID}] {
 				continue
 			}
+			recv := receivedAt(m, now)
 			for _, p := range m.Points {
 				ts := p.Time
 				if ts.IsZero() {
 					ts = recv
 				}
-				s := sample{ts: nanos(ts), kind: p.Kind}
-				if p.Kind == tether.KindString {
-					s.str = p.Str
-				} else {
-					s.num = p.Num
-				}
 				id, err := series.id(m.TenantID, m.DeviceID, p.Key)
 				if err != nil {
 					return fmt.Errorf("device %s key %q: series: %w", m.DeviceID, p.Key, err)
 				}
-				if _, err := insert.ExecContext(ctx, id, s.ts, int64(s.kind), s.num, s.str); err != nil {
-					return fmt.Errorf("device %s key %q: %w", m.DeviceID, p.Key, err)
-				}
-				stored++
-				if old, ok := latest[id]; !ok || s.ts >= old.ts {
-					latest[id] = s
-				}
+				points = append(points, point{series: id, ts: nanos(ts), kind: p.Kind, num: p.Num, str: p.Str})
 			}
 		}
+		// In key order, so that each statement walks the table's pages
+		// once; stable, so that of two points with the same series and
+		// time the later one is written last and stays.
+		slices.SortStableFunc(points, func(a, b point) int {
+			if c := cmp.Compare(a.series, b.series); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.ts, b.ts)
+		})
+		err = e.exec(insertPoints, len(points), func(dst []any, i int) []any {
+			p := &points[i]
+			num, str := p.value()
+			return append(dst, p.series, p.ts, int64(p.kind), num, str)
+		}, nil)
+		if err != nil {
+			return fmt.Errorf("insert points: %w", err)
+		}
+		stored = len(points)
 
-		if len(latest) > 0 {
-			update, err := tx.PrepareContext(ctx, `UPDATE series
-				SET latest_ts = ?, latest_kind = ?, latest_num = ?, latest_str = ?
-				WHERE id = ? AND (latest_ts IS NULL OR latest_ts <= ?)`)
-			if err != nil {
-				return err
+		// Each series' newest point of this call is the last of its run
+		// (of two at the same time, the later one, as in the table).
+		// They are gathered in place: the points are written.
+		latest := points[:0]
+		for i := range points {
+			if i+1 == len(points) || points[i+1].series != points[i].series {
+				latest = append(latest, points[i])
 			}
-			defer update.Close()
-			// In id order, so that the updates walk the table's pages once.
-			for _, id := range slices.Sorted(maps.Keys(latest)) {
-				s := latest[id]
-				if _, err := update.ExecContext(ctx, s.ts, int64(s.kind), s.num, s.str, id, s.ts); err != nil {
-					return fmt.Errorf("latest of series %d: %w", id, err)
-				}
-			}
+		}
+		err = e.exec(updateLatest, len(latest), func(dst []any, i int) []any {
+			p := &latest[i]
+			num, str := p.value()
+			return append(dst, p.series, p.ts, int64(p.kind), num, str)
+		}, nil)
+		if err != nil {
+			return fmt.Errorf("latest values: %w", err)
 		}
 		if beforeCommit != nil {
 			return beforeCommit()
@@ -176,6 +192,101 @@ func (db *DB) writeMessages(ctx context.Context, msgs []tether.Message, beforeCo
 		return 0, fmt.Errorf("write messages: %w", err)
 	}
 	return stored, nil
+}
+
+// freshMessages returns the indexes of the messages in msgs that were not
+// stored before and marks them stored: a message whose ID is in
+// processed_messages, or that repeats the ID of an earlier one in msgs, is
+// left out. A message without an ID is always fresh.
+func freshMessages(e *bulkExec, msgs []tether.Message, now time.Time) ([]int, error) {
+	var ids []string // of the messages with an ID, each once
+	first := make(map[string]int, len(msgs))
+	fresh := make([]int, 0, len(msgs))
+	for i := range msgs {
+		id := msgs[i].ID
+		if id == "" {
+			fresh = append(fresh, i)
+			continue
+		}
+		if _, seen := first[id]; !seen {
+			first[id] = i
+			ids = append(ids, id)
+		}
+	}
+	// Usually none of them was stored before, and the query returns
+	// nothing.
+	err := e.query(findProcessed, len(ids), func(dst []any, i int) []any { return append(dst, ids[i]) },
+		func(rs *sql.Rows) error {
+			var id string
+			if err := rs.Scan(&id); err != nil {
+				return err
+			}
+			delete(first, id)
+			return nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("find stored messages: %w", err)
+	}
+	if len(first) < len(ids) {
+		ids = slices.DeleteFunc(ids, func(id string) bool { _, ok := first[id]; return !ok })
+	}
+	err = e.exec(markProcessed, len(ids), func(dst []any, i int) []any {
+		m := &msgs[first[ids[i]]]
+		return append(dst, m.ID, nanos(receivedAt(m, now)))
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("mark messages stored: %w", err)
+	}
+	for _, i := range first {
+		fresh = append(fresh, i)
+	}
+	// In message order, so that the order of points in msgs decides which
+	// of two with the same series and time stays.
+	slices.Sort(fresh)
+	return fresh, nil
+}
+
+// touch moves the last_seen_at of the devices of the fresh messages to the
+// newest receive time of their messages and returns which of them exist
+// in their message's tenant.
+func touch(e *bulkExec, msgs []tether.Message, fresh []int, newest map[device]int64) (map[device]bool, error) {
+	var devices []device
+	exists := make(map[device]bool)
+	for _, i := range fresh {
+		k := device{msgs[i].TenantID, msgs[i].DeviceID}
+		if _, ok := exists[k]; !ok {
+			exists[k] = true
+			devices = append(devices, k)
+		}
+	}
+	// Each chunk's update changes one row per device that exists; when
+	// it changes fewer, look up which are missing.
+	err := e.exec(touchDevices, len(devices), func(dst []any, i int) []any {
+		d := devices[i]
+		return append(dst, d.tenantID, d.id, newest[d])
+	}, func(res sql.Result, from, to int) error {
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if int(n) == to-from {
+			return nil
+		}
+		for _, d := range devices[from:to] {
+			var one int
+			err := e.tx.QueryRowContext(e.ctx, "SELECT 1 FROM devices WHERE id = ? AND tenant_id = ?", d.id, d.tenantID).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				exists[d] = false
+			} else if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("touch devices: %w", err)
+	}
+	return exists, nil
 }
 
 func receivedAt(m *tether.Message, now time.Time) time.Time {

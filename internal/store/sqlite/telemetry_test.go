@@ -59,7 +59,12 @@ func raw(t *testing.T, db *sqlite.DB, key string) []tether.Sample {
 
 func latest(t *testing.T, db *sqlite.DB) []tether.Latest {
 	t.Helper()
-	l, err := db.Latest(context.Background(), tenantA, "d1")
+	return latestOf(t, db, "d1")
+}
+
+func latestOf(t *testing.T, db *sqlite.DB, deviceID string) []tether.Latest {
+	t.Helper()
+	l, err := db.Latest(context.Background(), tenantA, deviceID)
 	if err != nil {
 		t.Fatalf("Latest: %v", err)
 	}
@@ -180,6 +185,76 @@ func TestWriteMessages(t *testing.T) {
 		if got, want := raw(t, db, "temp"), []tether.Sample{sample(0, 2.0)}; !reflect.DeepEqual(got, want) {
 			t.Errorf("samples %v, want %v", got, want)
 		}
+	})
+
+	t.Run("of two points with the same key and time in one batch keeps the later", func(t *testing.T) {
+		db := newDB(t)
+		createDevice(t, db, tenantA, "d1", nil)
+		write(t, db, 3,
+			msg("m1", 0, num("temp", time.Second, 1), num("temp", 0, 7)),
+			msg("m2", 0, str("temp", time.Second, "hot")))
+		want := []tether.Sample{sample(0, 7.0), sample(time.Second, "hot")}
+		if got := raw(t, db, "temp"); !reflect.DeepEqual(got, want) {
+			t.Errorf("samples %v, want %v", got, want)
+		}
+		if got, want := latest(t, db), []tether.Latest{{Key: "temp", Time: t0.Add(time.Second), Value: "hot"}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("Latest = %v, want %v", got, want)
+		}
+	})
+
+	// A batch larger than one bulk statement (256 rows) goes in chunks of
+	// several sizes, and a few rows one by one; every point, dedupe and
+	// device check must hold across them. The deleted device is in the
+	// first chunk of 16 devices.
+	t.Run("writes a batch of many chunks", func(t *testing.T) {
+		db := newDB(t)
+		const devices, msgs = 21, 347
+		for d := range devices {
+			createDevice(t, db, tenantA, fmt.Sprintf("d%d", d), nil)
+		}
+		if err := db.DeleteDevice(ctx, tenantA, "d3"); err != nil {
+			t.Fatal(err)
+		}
+		var batch []tether.Message
+		for i := range msgs {
+			m := msg(fmt.Sprintf("m%03d", i), time.Duration(i)*time.Second,
+				num("a", time.Duration(i)*time.Second, float64(i)), num("b", time.Duration(i)*time.Second, float64(i)),
+				num("c", time.Duration(i)*time.Second, float64(i)))
+			m.DeviceID = fmt.Sprintf("d%d", i%devices)
+			batch = append(batch, m)
+		}
+		// Written before, so skipped now.
+		write(t, db, 3, batch[11])
+		var want int
+		for i := range msgs {
+			if i != 11 && i%devices != 3 {
+				want += 3
+			}
+		}
+		write(t, db, want, batch...)
+		for d := range devices {
+			if d == 3 {
+				continue
+			}
+			got := latestOf(t, db, fmt.Sprintf("d%d", d))
+			last := msgs - 1 - (msgs-1-d)%devices // the last message of device d
+			wantLatest := []tether.Latest{
+				{Key: "a", Time: t0.Add(time.Duration(last) * time.Second), Value: float64(last)},
+				{Key: "b", Time: t0.Add(time.Duration(last) * time.Second), Value: float64(last)},
+				{Key: "c", Time: t0.Add(time.Duration(last) * time.Second), Value: float64(last)},
+			}
+			if !reflect.DeepEqual(got, wantLatest) {
+				t.Errorf("d%d: Latest = %v, want %v", d, got, wantLatest)
+			}
+			d0, err := db.Device(ctx, tenantA, fmt.Sprintf("d%d", d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d0.LastSeenAt == nil || !d0.LastSeenAt.Equal(t0.Add(time.Duration(last)*time.Second)) {
+				t.Errorf("d%d: LastSeenAt = %v, want %v", d, d0.LastSeenAt, t0.Add(time.Duration(last)*time.Second))
+			}
+		}
+		write(t, db, 0, batch...)
 	})
 
 	t.Run("times a point without a time at its message's receive time", func(t *testing.T) {

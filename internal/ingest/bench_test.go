@@ -1,0 +1,154 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/bus"
+)
+
+// nopPublisher takes every message at once.
+type nopPublisher struct{}
+
+func (nopPublisher) PublishTelemetry(context.Context, string, string, string, []byte) error {
+	return nil
+}
+
+// benchPayload is a message as the load benchmark's devices send it: a
+// "ts" in epoch milliseconds with a microsecond fraction and keys values.
+func benchPayload(keys int) []byte {
+	b := fmt.Appendf(nil, `{"ts":%.3f`, float64(time.Now().UnixMicro())/1e3)
+	for i := range keys {
+		b = fmt.Appendf(b, `,"k%02d":%d.5`, i, i)
+	}
+	return append(b, '}')
+}
+
+// BenchmarkAccept measures the ingest path of one device message: decode,
+// message ID, encoding and the bus. With publisher=none the bus takes every
+// message at once, which leaves Tether's own work; with publisher=bus an
+// embedded bus (file storage, a consumer acknowledging in batches) stores
+// each message before Accept returns, as on a node, and devices is the
+// number publishing at once, each waiting for its acknowledgement.
+// cpu-ns/op is the CPU time the process spent per message.
+func BenchmarkAccept(b *testing.B) {
+	const keys = 10
+	payload := benchPayload(keys)
+	b.Run("points=10/publisher=none", func(b *testing.B) {
+		in := newIngestor(nopPublisher{})
+		b.ReportAllocs()
+		b.SetBytes(int64(len(payload)))
+		for b.Loop() {
+			if _, err := in.Accept(b.Context(), device, payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, devices := range []int{1, 16, 256} {
+		b.Run("points=10/publisher=bus/devices="+strconv.Itoa(devices), func(b *testing.B) {
+			in := newIngestor(benchBus(b))
+			ds := make([]*tether.Device, devices)
+			for i := range ds {
+				ds[i] = &tether.Device{TenantID: "acme", ID: "dev-" + strconv.Itoa(i)}
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			var left atomic.Int64
+			left.Store(int64(b.N))
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for _, d := range ds {
+				wg.Go(func() {
+					for left.Add(-1) >= 0 {
+						if _, err := in.Accept(b.Context(), d, payload); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// benchBus opens an embedded bus whose storage consumer acknowledges
+// everything, in batches as the storage writer does: with interest
+// retention a stream without a consumer would drop each message at once,
+// a path no node takes.
+func benchBus(b *testing.B) *bus.Bus {
+	b.Helper()
+	bb, err := bus.Open(b.Context(), bus.Options{StoreDir: b.TempDir(), Durables: []string{"storage"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := bb.Close(); err != nil {
+			b.Error(err)
+		}
+	})
+	c, err := bb.ConsumeTelemetry(b.Context(), "storage", 1000, ackInBatches(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Stop)
+	return bb
+}
+
+// cpuTime returns the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ackInBatches returns a consumer that acknowledges messages as the
+// storage writer does: in batches of 100, or 5 ms after the first of a
+// batch arrived. (Acknowledging each message at once would empty the
+// stream after every publish, and JetStream then replaces its file block
+// each time, a cost no busy node pays.)
+func ackInBatches(b *testing.B) func(bus.Msg) {
+	var mu sync.Mutex
+	var pending []bus.Msg
+	flush := func() {
+		for _, m := range pending {
+			_ = m.Ack()
+		}
+		pending = pending[:0]
+	}
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				mu.Lock()
+				flush()
+				mu.Unlock()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop) })
+	return func(m bus.Msg) {
+		mu.Lock()
+		pending = append(pending, m)
+		if len(pending) >= 100 {
+			flush()
+		}
+		mu.Unlock()
+	}
+}
