@@ -28,9 +28,11 @@ run: build
 test: vet staticcheck
 	$(GO) test -race -timeout 9m ./...
 	$(GO) test -race -tags modernc ./internal/store/sqlite/
+	cd third_party/mochi-mqtt && $(GO) test -race ./...
 
 vet:
 	$(GO) vet ./...
+	cd third_party/mochi-mqtt && $(GO) vet ./...
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
@@ -49,7 +51,7 @@ bench:
 		echo "make bench: Mosquitto ($(MOSQUITTO)) is missing; the side-by-side figures need it: sudo apt-get install mosquitto" >&2; exit 1; }
 	mkdir -p $(BENCH_OUT)
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) \
-		./internal/telemetry/ ./internal/bus/ ./internal/store/sqlite/ | tee $(BENCH_OUT)/micro.txt
+		./internal/telemetry/ ./internal/bus/ ./internal/ingest/ ./internal/store/sqlite/ ./internal/writer/ | tee $(BENCH_OUT)/micro.txt
 	$(GO) run $(BENCHSTAT) $(BENCH_OUT)/micro.txt | tee $(BENCH_OUT)/micro-stat.txt
 	$(GO) test -run '^$$' -bench 'FanIn/qos=1/load=offered/broker=tether' -benchtime 1x -count 3 -timeout 30m ./cmd/tether/ \
 		-args $(LOAD_ARGS) -load.duration 30s | tee $(BENCH_OUT)/load.txt

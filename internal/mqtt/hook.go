@@ -465,10 +465,8 @@ func firstLevel(topic string) string {
 
 // OnACLCheck decides subscriptions and deliveries (topic is a filter for
 // the first, a topic name for the second). Publishes are decided in
-// OnPublish instead: there the topic alias has been resolved (the broker
-// checks the empty topic name of an aliased publish), and a refusal can be
-// answered as Mosquitto does, where the broker would disconnect a 3.1.1
-// client.
+// OnPublish instead, where a refusal can be answered as Mosquitto does,
+// where the broker would disconnect a 3.1.1 client.
 func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	if write || cl.Net.Inline {
 		return true

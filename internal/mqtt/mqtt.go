@@ -148,6 +148,10 @@ func New(auth Authenticator, in Ingestor, o Options) (*Gateway, error) {
 	// mochi copies a PUBLISH's properties (user properties included) into
 	// the PUBACK it answers with; Mosquitto does not.
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	// Topic aliases a 5.0 client may use, announced in CONNACK: Mosquitto's
+	// default (max_topic_alias 10). mochi's default, 65535, would let each
+	// connection hold that many topics.
+	caps.TopicAliasMaximum = 10
 	srv := mochi.New(&mochi.Options{
 		InlineClient: true,
 		Capabilities: caps,

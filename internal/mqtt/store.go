@@ -1,10 +1,12 @@
 package mqtt
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,9 +35,15 @@ import (
 // sessions: a clean session costs no write at all.
 //
 // Keys: c/<client> the client; s/<client>\x00<filter> a subscription;
-// i/<client>\x00<packet id> an in-flight message; r/<topic> a retained
-// message. Client IDs and topics cannot contain \x00 (MQTT forbids it),
-// so a session's keys are two ranges and one key.
+// i/<client>\x00o<packet id> a message in flight to the client and
+// i/<client>\x00i<packet id> the acknowledgement of one from it (client
+// and server number their packets independently, so one id can be both);
+// r/<topic> a retained message. Client IDs and topics cannot contain \x00
+// (MQTT forbids it), so a session's keys are two ranges and one key.
+//
+// In-flight messages are stored with a sequence number and loaded in its
+// order, which is the order mochi resends them in: messages queued for a
+// client come back in the order they were published.
 type store struct {
 	mochi.HookBase
 	srv       *mochi.Server
@@ -48,9 +56,10 @@ type store struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[string]bool                // client IDs whose session is stored
-	inflight map[string]map[uint16]struct{} // stored in-flight packet IDs by client
-	restored map[string]int64               // restored sessions not yet resumed: when each expires (unix s)
+	sessions map[string]bool                   // client IDs whose session is stored
+	inflight map[string]map[inflightRef]uint64 // stored in-flight messages by client: their sequence numbers
+	seq      uint64                            // the sequence number of the last in-flight message stored
+	restored map[string]int64                  // restored sessions not yet resumed: when each expires (unix s)
 	loaded   struct {
 		subs, inflight     int             // for the $SYS counters
 		expiring, retained []storedMessage // loaded messages with an expiry, in flight and retained
@@ -66,13 +75,30 @@ type storedClient struct {
 }
 
 // storedMessage is a message record with what mochi's record lacks: its
-// expiry, and for a retained message the owner of the session that
-// published it (see [owner]).
+// expiry, for a retained message the owner of the session that published
+// it (see [owner]), for one in flight its place in the order.
 type storedMessage struct {
 	storage.Message
 	Expiry          int64  `json:"expiry,omitempty"`
 	ProtocolVersion byte   `json:"pv,omitempty"`
 	Owner           string `json:"owner,omitempty"`
+	Seq             uint64 `json:"seq,omitempty"`
+}
+
+// inflightRef names a message in flight within its session: the packet
+// id and whose it is. mochi keeps the client's (the acknowledgement of a
+// QoS 2 message the client sent, awaiting its PUBREL) apart from the
+// server's (a message sent to the client), and tells them apart by the
+// type of the packet it keeps: PUBACK, PUBREC and PUBCOMP are the
+// server's answers to the client's messages.
+type inflightRef struct {
+	inbound bool
+	id      uint16
+}
+
+func refOf(pk packets.Packet) inflightRef {
+	t := pk.FixedHeader.Type
+	return inflightRef{inbound: t == packets.Puback || t == packets.Pubrec || t == packets.Pubcomp, id: pk.PacketID}
 }
 
 func openStore(dir string, srv *mochi.Server, maxExpiry uint32, log *slog.Logger, onRetained func(topic, owner string)) (*store, error) {
@@ -82,7 +108,7 @@ func openStore(dir string, srv *mochi.Server, maxExpiry uint32, log *slog.Logger
 	}
 	return &store{
 		srv: srv, db: db, log: log, maxExpiry: maxExpiry, now: time.Now, onRetained: onRetained,
-		sessions: map[string]bool{}, inflight: map[string]map[uint16]struct{}{}, restored: map[string]int64{},
+		sessions: map[string]bool{}, inflight: map[string]map[inflightRef]uint64{}, restored: map[string]int64{},
 	}, nil
 }
 
@@ -123,8 +149,12 @@ func clientKey(id string) []byte { return []byte("c/" + id) }
 func subKey(id, filter string) []byte {
 	return []byte("s/" + id + "\x00" + filter)
 }
-func inflightKey(id string, pid uint16) []byte {
-	return []byte("i/" + id + "\x00" + strconv.Itoa(int(pid)))
+func inflightKey(id string, ref inflightRef) []byte {
+	dir := "o"
+	if ref.inbound {
+		dir = "i"
+	}
+	return []byte("i/" + id + "\x00" + dir + strconv.Itoa(int(ref.id)))
 }
 func retainedKey(topic string) []byte { return []byte("r/" + topic) }
 
@@ -222,16 +252,24 @@ func message(pk packets.Packet) storedMessage {
 	}
 }
 
+// putInflight stores a message in flight. One stored before (mochi
+// stores it again when it resends it) keeps its place in the order.
 func (s *store) putInflight(id string, pk packets.Packet) {
-	m := message(pk)
-	m.T, m.Client = storage.InflightKey, id
-	s.set(inflightKey(id, pk.PacketID), m)
-	ids := s.inflight[id]
-	if ids == nil {
-		ids = map[uint16]struct{}{}
-		s.inflight[id] = ids
+	ref := refOf(pk)
+	refs := s.inflight[id]
+	if refs == nil {
+		refs = map[inflightRef]uint64{}
+		s.inflight[id] = refs
 	}
-	ids[pk.PacketID] = struct{}{}
+	seq, ok := refs[ref]
+	if !ok {
+		s.seq++
+		seq = s.seq
+		refs[ref] = seq
+	}
+	m := message(pk)
+	m.T, m.Client, m.Seq = storage.InflightKey, id, seq
+	s.set(inflightKey(id, ref), m)
 }
 
 // OnSessionEstablished stores a persistent session as it starts, with
@@ -351,19 +389,21 @@ func (s *store) OnQosPublish(cl *mochi.Client, pk packets.Packet, _ int64, _ int
 	s.putInflight(cl.ID, pk)
 }
 
-// OnQosComplete deletes a message whose exchange is over.
+// OnQosComplete deletes a message whose exchange is over; the broker
+// passes the packet it kept in flight.
 func (s *store) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ids := s.inflight[cl.ID]
-	if _, ok := ids[pk.PacketID]; !ok {
+	ref := refOf(pk)
+	refs := s.inflight[cl.ID]
+	if _, ok := refs[ref]; !ok {
 		return
 	}
-	delete(ids, pk.PacketID)
-	if len(ids) == 0 {
+	delete(refs, ref)
+	if len(refs) == 0 {
 		delete(s.inflight, cl.ID)
 	}
-	s.del(inflightKey(cl.ID, pk.PacketID))
+	s.del(inflightKey(cl.ID, ref))
 }
 
 // OnQosDropped deletes a message that expired or was abandoned.
@@ -470,11 +510,18 @@ func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
 }
 
 // StoredInflightMessages returns the messages in flight of the restored
-// sessions, deleting any left by a session that is gone.
+// sessions in the order they were stored, deleting any left by a session
+// that is gone. Records from before in-flight keys said whose the packet
+// id is, and before they had a sequence number, are stored again under
+// their new key, before the others, in the order of their creation.
 func (s *store) StoredInflightMessages() ([]storage.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []storage.Message
+	type loaded struct {
+		key []byte
+		m   storedMessage
+	}
+	var found []loaded
 	var orphans [][]byte
 	err := s.scan("i/", func(k, v []byte) error {
 		var m storedMessage
@@ -485,20 +532,39 @@ func (s *store) StoredInflightMessages() ([]storage.Message, error) {
 			orphans = append(orphans, append([]byte(nil), k...))
 			return nil
 		}
-		ids := s.inflight[m.Client]
-		if ids == nil {
-			ids = map[uint16]struct{}{}
-			s.inflight[m.Client] = ids
-		}
-		ids[m.PacketID] = struct{}{}
-		if m.Expiry > 0 {
-			s.loaded.expiring = append(s.loaded.expiring, m)
-		}
-		out = append(out, m.Message)
+		found = append(found, loaded{append([]byte(nil), k...), m})
+		s.seq = max(s.seq, m.Seq)
 		return nil
 	})
 	for _, k := range orphans {
 		s.del(k)
+	}
+	// Old records, all of sequence 0, come first, by creation.
+	slices.SortStableFunc(found, func(a, b loaded) int {
+		return cmp.Or(cmp.Compare(a.m.Seq, b.m.Seq), cmp.Compare(a.m.Created, b.m.Created))
+	})
+	out := make([]storage.Message, 0, len(found))
+	for _, f := range found {
+		m := f.m
+		ref := refOf(m.ToPacket())
+		refs := s.inflight[m.Client]
+		if refs == nil {
+			refs = map[inflightRef]uint64{}
+			s.inflight[m.Client] = refs
+		}
+		if m.Seq == 0 || string(f.key) != string(inflightKey(m.Client, ref)) {
+			s.del(f.key)
+			if m.Seq == 0 {
+				s.seq++
+				m.Seq = s.seq
+			}
+			s.set(inflightKey(m.Client, ref), m)
+		}
+		refs[ref] = m.Seq
+		if m.Expiry > 0 {
+			s.loaded.expiring = append(s.loaded.expiring, m)
+		}
+		out = append(out, m.Message)
 	}
 	s.loaded.inflight = len(out)
 	return out, err
@@ -543,9 +609,13 @@ func (s *store) StoredSysInfo() (storage.SystemInfo, error) {
 	}
 	for _, m := range s.loaded.expiring {
 		if cl, ok := s.srv.Clients.Get(m.Client); ok {
-			if pk, ok := cl.State.Inflight.Get(m.PacketID); ok {
+			get := cl.State.Inflight.Get
+			if refOf(m.ToPacket()).inbound {
+				get = cl.State.Inflight.GetInbound
+			}
+			if pk, ok := get(m.PacketID); ok {
 				pk.Expiry, pk.ProtocolVersion = m.Expiry, m.ProtocolVersion
-				cl.State.Inflight.Set(pk)
+				cl.State.Inflight.Set(pk) // an update: keeps its place
 			}
 		}
 	}

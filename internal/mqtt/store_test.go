@@ -2,14 +2,18 @@ package mqtt
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble"
 	paho5 "github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // persistentGateway is a gateway with a store in a temporary directory.
@@ -203,6 +207,82 @@ func TestRestart(t *testing.T) {
 		back.subscribe(t, "devices/d1/#", 1)
 		nothing(t, back.msgs, "a retained message after Forget")
 	})
+}
+
+// In-flight records written before their keys said whose the packet id
+// is, and before they had a sequence number, are loaded in the order they
+// were created (not their keys' order, where packet 10 comes before 9),
+// and stored again under the new keys.
+func TestRestartLoadsOldInflightRecords(t *testing.T) {
+	tg := persistentGateway(t, nil)
+	c := tg.mustConnect3(t, "tcp", token("d1"), opts3{id: "c1", persist: true})
+	c.subscribe(t, "devices/d1/cmd", 1)
+	c.Disconnect(100)
+	tg.waitGone(t, "d1:c1")
+	tg.stop(t)
+
+	db, err := pebble.Open(tg.opts.StoreDir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now().Unix() - 60
+	for i, pid := range []uint16{10, 9, 2} {
+		m := storedMessage{Message: storage.Message{
+			ID: "d1:c1", T: storage.InflightKey, Client: "d1:c1", PacketID: pid, TopicName: "devices/d1/cmd",
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, Payload: []byte{'a' + byte(i)},
+			Created: created + int64(i), Origin: "d1:pub",
+		}, ProtocolVersion: 4}
+		b, _ := json.Marshal(m)
+		if err := db.Set([]byte("i/d1:c1\x00"+strconv.Itoa(int(pid))), b, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	tg.start(t)
+	// The broker resends a session's messages in their order in flight.
+	cl, ok := tg.srv.Clients.Get("d1:c1")
+	if !ok {
+		t.Fatal("the session was not restored")
+	}
+	var order string
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		order += string(pk.Payload)
+	}
+	if order != "abc" {
+		t.Errorf("restored in the order %q, want abc: the order they were created in", order)
+	}
+	back := tg.mustConnect3(t, "tcp", token("d1"), opts3{id: "c1", persist: true})
+	if got := payloads3(t, back, 3); strings.Join(got, "") != "abc" {
+		t.Errorf("received %v", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cl, ok := tg.srv.Clients.Get("d1:c1")
+		if ok && cl.State.Inflight.Len() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the messages were not acknowledged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	back.Disconnect(100)
+	tg.waitGone(t, "d1:c1")
+	tg.stop(t)
+
+	db, err = pebble.Open(tg.opts.StoreDir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it, _ := db.NewIter(&pebble.IterOptions{LowerBound: []byte("i/"), UpperBound: []byte("i0")})
+	for it.First(); it.Valid(); it.Next() {
+		t.Errorf("still stored after the messages were acknowledged: %q", it.Key())
+	}
+	_ = it.Close()
 }
 
 func TestSessionExpiry(t *testing.T) {

@@ -217,6 +217,13 @@ func (c *raw3) next() packets.ControlPacket {
 	case p := <-c.in:
 		return p
 	case <-c.done:
+		// A packet read just before the end may still be queued: select
+		// picks at random among the cases ready.
+		select {
+		case p := <-c.in:
+			return p
+		default:
+		}
 		c.t.Fatalf("connection closed: %v", c.err)
 	case <-time.After(wait):
 		c.t.Fatalf("no packet within %v", wait)

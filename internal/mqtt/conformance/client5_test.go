@@ -203,13 +203,24 @@ func (c *client5) send(cp *packets.ControlPacket) {
 // it has the type wanted.
 func (c *client5) next(typ byte) *packets.ControlPacket {
 	c.t.Helper()
-	select {
-	case cp := <-c.ctrl:
+	check := func(cp *packets.ControlPacket) *packets.ControlPacket {
+		c.t.Helper()
 		if cp.Type != typ {
 			c.t.Fatalf("got %s, want %s", cp, packets.NewControlPacket(typ).PacketType())
 		}
 		return cp
+	}
+	select {
+	case cp := <-c.ctrl:
+		return check(cp)
 	case <-c.done:
+		// A packet read just before the end may still be queued: select
+		// picks at random among the cases ready.
+		select {
+		case cp := <-c.ctrl:
+			return check(cp)
+		default:
+		}
 		c.t.Fatalf("connection closed while waiting for %s: %v", packets.NewControlPacket(typ).PacketType(), c.err)
 	case <-time.After(wait):
 		c.t.Fatalf("no %s within %v", packets.NewControlPacket(typ).PacketType(), wait)
