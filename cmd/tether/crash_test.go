@@ -121,7 +121,10 @@ func TestKillNineLosesNoAcknowledgedMessage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const devices = 4
+	// Enough devices publishing at once that the bus batches their
+	// messages (one JetStream message holds many devices' messages), so a
+	// kill lands in the middle of batches too.
+	const devices = 32
 	tokens := map[string]string{}
 	for i := range devices {
 		var out createdDevice
