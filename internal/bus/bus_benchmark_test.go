@@ -5,11 +5,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/tether-iot/tether/internal/bus"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 // BenchmarkPublishTelemetry measures accepting one message: the path of
@@ -44,7 +43,7 @@ func BenchmarkPublishTelemetry(b *testing.B) {
 				left.Store(int64(b.N))
 				var wg sync.WaitGroup
 				b.ResetTimer()
-				cpu0 := cpuTime()
+				cpu0 := testkit.CPUTime()
 				for _, device := range devices {
 					wg.Go(func() {
 						for left.Add(-1) >= 0 {
@@ -56,20 +55,13 @@ func BenchmarkPublishTelemetry(b *testing.B) {
 					})
 				}
 				wg.Wait()
-				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64(testkit.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
 }
 
 // cpuTime returns the CPU time the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // benchBus opens an embedded bus with a durable consumer that acknowledges
 // everything in the background, in batches as the storage writer does.
@@ -80,51 +72,11 @@ func cpuTime() time.Duration {
 func benchBus(b *testing.B) (*bus.Bus, func() string) {
 	b.Helper()
 	bb := open(b, bus.Options{StoreDir: b.TempDir()})
-	c, err := bb.ConsumeTelemetry(b.Context(), "storage", 1000, ackInBatches(b))
+	c, err := bb.ConsumeTelemetry(b.Context(), "storage", 1000, testkit.AckInBatches[bus.Msg](b))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(c.Stop)
 	var n atomic.Uint64
 	return bb, func() string { return strconv.FormatUint(n.Add(1), 10) }
-}
-
-// ackInBatches returns a consumer that acknowledges messages as the
-// storage writer does: in batches of 100, or 5 ms after the first of a
-// batch arrived. (Acknowledging each message at once would empty the
-// stream after every publish, and JetStream then replaces its file block
-// each time, a cost no busy node pays.)
-func ackInBatches(b *testing.B) func(bus.Msg) {
-	var mu sync.Mutex
-	var pending []bus.Msg
-	flush := func() {
-		for _, m := range pending {
-			_ = m.Ack()
-		}
-		pending = pending[:0]
-	}
-	stop := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				mu.Lock()
-				flush()
-				mu.Unlock()
-			case <-stop:
-				return
-			}
-		}
-	}()
-	b.Cleanup(func() { close(stop) })
-	return func(m bus.Msg) {
-		mu.Lock()
-		pending = append(pending, m)
-		if len(pending) >= 100 {
-			flush()
-		}
-		mu.Unlock()
-	}
 }
