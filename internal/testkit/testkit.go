@@ -1,7 +1,8 @@
 // Package testkit holds what Tether's tests share across packages: finding
 // a real peer program from a Debian package (skipped where it is missing,
-// required in CI, which installs it) and a log buffer safe for a server's
-// goroutines to write while a test reads it. Only tests import it.
+// required in CI, which installs it), a log buffer safe for a server's
+// goroutines to write while a test reads it, and benchmark helpers (CPU
+// time, a consumer that acknowledges in batches). Only tests import it.
 package testkit
 
 import (
