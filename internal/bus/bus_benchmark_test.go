@@ -3,7 +3,6 @@ package bus_test
 import (
 	"bytes"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -39,23 +38,9 @@ func BenchmarkPublishTelemetry(b *testing.B) {
 				}
 				b.ReportAllocs()
 				b.SetBytes(int64(len(payload)))
-				var left atomic.Int64
-				left.Store(int64(b.N))
-				var wg sync.WaitGroup
-				b.ResetTimer()
-				cpu0 := testkit.CPUTime()
-				for _, device := range devices {
-					wg.Go(func() {
-						for left.Add(-1) >= 0 {
-							if err := bb.PublishTelemetry(b.Context(), "acme", device, nextID(), payload); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-					})
-				}
-				wg.Wait()
-				b.ReportMetric(float64(testkit.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
+				testkit.RunParallel(b, publishers, func(w int) error {
+					return bb.PublishTelemetry(b.Context(), "acme", devices[w], nextID(), payload)
+				})
 			})
 		}
 	}

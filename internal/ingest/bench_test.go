@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,23 +58,10 @@ func BenchmarkAccept(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(payload)))
-			var left atomic.Int64
-			left.Store(int64(b.N))
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			cpu0 := testkit.CPUTime()
-			for _, d := range ds {
-				wg.Go(func() {
-					for left.Add(-1) >= 0 {
-						if _, err := in.Accept(b.Context(), d, payload); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.ReportMetric(float64(testkit.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			testkit.RunParallel(b, devices, func(w int) error {
+				_, err := in.Accept(b.Context(), ds[w], payload)
+				return err
+			})
 		})
 	}
 }

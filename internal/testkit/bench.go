@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -59,4 +60,27 @@ func AckInBatches[M Acker](tb testing.TB) func(M) {
 		}
 		mu.Unlock()
 	}
+}
+
+// RunParallel runs op b.N times in all, shared by workers goroutines (op
+// gets the worker's index), and reports the CPU time per op as
+// "cpu-ns/op". The first error stops its worker and fails the benchmark.
+func RunParallel(b *testing.B, workers int, op func(worker int) error) {
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	cpu0 := CPUTime()
+	for w := range workers {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				if err := op(w); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
 }
