@@ -21,14 +21,16 @@ type Tenant struct {
 // credential field (MQTT username, HTTP bearer token) name the device
 // without its tenant.
 type Device struct {
-	TenantID   string            `json:"tenant_id"`
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Labels     map[string]string `json:"labels"`
-	Metadata   map[string]any    `json:"metadata"`
-	CreatedAt  time.Time         `json:"created_at"`
-	UpdatedAt  time.Time         `json:"updated_at"`
-	LastSeenAt *time.Time        `json:"last_seen_at"`
+	TenantID string            `json:"tenant_id"`
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Labels   map[string]string `json:"labels"`
+	Metadata map[string]any    `json:"metadata"`
+	// ProfileID names the device's profile; empty means none.
+	ProfileID  string     `json:"profile,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	LastSeenAt *time.Time `json:"last_seen_at"`
 
 	// TokenHash is the SHA-256 of the device token's secret part. It never
 	// leaves the server.
@@ -43,6 +45,8 @@ type DeviceUpdate struct {
 	Name     *string
 	Labels   map[string]string
 	Metadata map[string]any
+	// Profile sets the profile; a pointer to "" removes it.
+	Profile *string
 }
 
 // DeviceFilter selects devices of one tenant for listing.
@@ -50,6 +54,10 @@ type DeviceFilter struct {
 	TenantID string
 	// Labels must all match exactly (a label selector of equalities).
 	Labels map[string]string
+	// Profile, if set, selects the devices of one profile.
+	Profile string
+	// Status, if set, selects by presence: online, stale or offline.
+	Status string
 	// After is the cursor: list devices with an ID greater than it.
 	After string
 	// Limit is the page size; the store caps it.

@@ -33,6 +33,10 @@ type Point struct {
 	Kind Kind
 	Num  float64 // KindNumber, and KindBool as 0 or 1
 	Str  string  // KindString
+	// Quarantine, if set, is why the point broke its device's profile (a
+	// tether.Quarantine… reason): it is stored apart and kept out of
+	// aggregates, latest values and rules.
+	Quarantine string
 }
 
 // Value returns the point's value as a JSON-friendly Go value.

@@ -130,6 +130,10 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		b.Close()
 		return nil, fmt.Errorf("create stream %s: %w", TelemetryStream, err)
 	}
+	if err := createEventStream(ctx, js); err != nil {
+		b.Close()
+		return nil, err
+	}
 	for _, d := range o.Durables {
 		if _, err := js.CreateOrUpdateConsumer(ctx, TelemetryStream, consumerConfig(d, 0)); err != nil {
 			b.Close()
