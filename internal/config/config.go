@@ -61,6 +61,15 @@ type Config struct {
 	WriterBatch    int           `yaml:"writer_batch" help:"most messages the storage writer puts in one transaction"`
 	WriterMaxDelay time.Duration `yaml:"writer_max_delay" help:"longest a message waits for its batch to fill before it is written"`
 
+	ShadowMaxSize  int `yaml:"shadow_max_size" help:"largest desired or reported document of a device shadow, in bytes of JSON"`
+	ShadowMaxDepth int `yaml:"shadow_max_depth" help:"deepest nesting of objects in a device shadow document"`
+
+	CommandRatePerDevice   int           `yaml:"command_rate_per_device" help:"most commands one device may be sent per minute, whoever sends them; a profile may set stricter limits per command"`
+	CommandBreakerFailures int           `yaml:"command_breaker_failures" help:"after this many commands to a device fail or expire in a row, refuse commands to it (circuit breaker)"`
+	CommandBreakerCooldown time.Duration `yaml:"command_breaker_cooldown" help:"how long an open circuit breaker refuses commands before it lets one through to try"`
+	CommandTTL             time.Duration `yaml:"command_ttl" help:"how long a command waits for its device before it expires, unless the request sets ttl"`
+	CommandTimeout         time.Duration `yaml:"command_timeout" help:"how long a device has to reply to a sent command before it fails, unless the request sets timeout"`
+
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" help:"how long a graceful shutdown may take before in-flight work is abandoned"`
 
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
@@ -88,6 +97,13 @@ func Default() Config {
 		MaxPayload:                  256 << 10,
 		WriterBatch:                 5000,
 		WriterMaxDelay:              20 * time.Millisecond,
+		ShadowMaxSize:               16 << 10,
+		ShadowMaxDepth:              8,
+		CommandRatePerDevice:        60,
+		CommandBreakerFailures:      5,
+		CommandBreakerCooldown:      time.Minute,
+		CommandTTL:                  24 * time.Hour,
+		CommandTimeout:              30 * time.Second,
 		ShutdownTimeout:             15 * time.Second,
 		LogLevel:                    "info",
 		LogFormat:                   "text",
@@ -328,6 +344,27 @@ func (c Config) Validate() error {
 	}
 	if c.WriterMaxDelay <= 0 || c.WriterMaxDelay > 10*time.Second {
 		return &Error{"writer_max_delay", fmt.Sprintf("%s is outside (0, 10s]", c.WriterMaxDelay)}
+	}
+	if c.ShadowMaxSize < 256 || c.ShadowMaxSize > 1<<20 {
+		return &Error{"shadow_max_size", fmt.Sprintf("%d is outside 256 bytes to 1 MiB", c.ShadowMaxSize)}
+	}
+	if c.ShadowMaxDepth < 1 || c.ShadowMaxDepth > 32 {
+		return &Error{"shadow_max_depth", fmt.Sprintf("%d is outside 1 to 32", c.ShadowMaxDepth)}
+	}
+	if c.CommandRatePerDevice < 1 {
+		return &Error{"command_rate_per_device", fmt.Sprintf("%d is under 1", c.CommandRatePerDevice)}
+	}
+	if c.CommandBreakerFailures < 1 {
+		return &Error{"command_breaker_failures", fmt.Sprintf("%d is under 1", c.CommandBreakerFailures)}
+	}
+	if c.CommandBreakerCooldown < time.Second {
+		return &Error{"command_breaker_cooldown", fmt.Sprintf("%s is under 1s", c.CommandBreakerCooldown)}
+	}
+	if c.CommandTTL < time.Second {
+		return &Error{"command_ttl", fmt.Sprintf("%s is under 1s", c.CommandTTL)}
+	}
+	if c.CommandTimeout < time.Second || c.CommandTimeout > c.CommandTTL {
+		return &Error{"command_timeout", fmt.Sprintf("%s is outside 1s to command_ttl", c.CommandTimeout)}
 	}
 	if c.ShutdownTimeout <= 0 {
 		return &Error{"shutdown_timeout", "must be positive"}

@@ -324,6 +324,14 @@ func TestBadValuesAreRefused(t *testing.T) {
 			env: map[string]string{"TETHER_MAX_PAYLOAD": "-1"},
 		},
 		{
+			name: "a command timeout longer than the ttl is refused", key: "command_timeout", mention: "2h",
+			args: []string{"--command-timeout", "2h", "--command-ttl", "1h"},
+		},
+		{
+			name: "a tiny shadow size is refused", key: "shadow_max_size", mention: "10",
+			env: map[string]string{"TETHER_SHADOW_MAX_SIZE": "10"},
+		},
+		{
 			name: "abc for a number in the environment is refused", key: "writer_batch", mention: `"abc"`,
 			env: map[string]string{"TETHER_WRITER_BATCH": "abc"},
 		},
