@@ -29,6 +29,20 @@ type Publisher interface {
 	PublishTelemetry(ctx context.Context, tenant, device, msgID string, data []byte) error
 }
 
+// Checker looks at the decoded points of a device's message before they
+// go on the bus, and marks those that break the device's profile by
+// setting their Quarantine reason. It must return at once for a device
+// without a profile: it runs on every message.
+type Checker interface {
+	Check(ctx context.Context, d *tether.Device, pts []tether.Point)
+}
+
+// hooks are what [Ingestor.Use] adds to the accept path.
+type hooks struct {
+	check Checker
+	seen  func(d *tether.Device)
+}
+
 // logEvery is how often a device's refused messages are logged: once per
 // device per period, with the count of those not logged, so a device that
 // sends garbage a thousand times a second cannot flood the log.
@@ -37,6 +51,7 @@ const logEvery = time.Minute
 // Ingestor accepts telemetry from gateways.
 type Ingestor struct {
 	pub    Publisher
+	hooks  atomic.Pointer[hooks]
 	limits telemetry.Limits
 	rate   *limit.Keyed // per device, every protocol's publishes together
 	log    *slog.Logger
@@ -81,6 +96,16 @@ func New(pub Publisher, limits telemetry.Limits, publishRate int, log *slog.Logg
 	return in
 }
 
+// Use makes every accepted message go through c (if not nil) after it is
+// decoded and before it is published, so that points breaking the
+// device's profile cross the bus marked as quarantined; and calls seen
+// (if not nil) with the device after each message the bus took, for
+// presence. A message refused by the decoder or the bus is not seen.
+// Call it before the gateways start; a later call replaces both.
+func (in *Ingestor) Use(c Checker, seen func(d *tether.Device)) {
+	in.hooks.Store(&hooks{check: c, seen: seen})
+}
+
 // Limits returns the payload limits in force.
 func (in *Ingestor) Limits() telemetry.Limits { return in.limits }
 
@@ -112,6 +137,10 @@ func (in *Ingestor) accept(ctx context.Context, d *tether.Device, payload []byte
 		in.reject(d, err)
 		return 0, err
 	}
+	h := in.hooks.Load()
+	if h != nil && h.check != nil {
+		h.check.Check(ctx, d, points)
+	}
 	m := tether.Message{ID: in.ids.next(), TenantID: d.TenantID, DeviceID: d.ID, ReceivedAt: now.UTC(), Points: points}
 	buf, _ := in.bufs.Get().(*[]byte)
 	if buf == nil {
@@ -135,6 +164,9 @@ func (in *Ingestor) accept(ctx context.Context, d *tether.Device, payload []byte
 	}
 	in.accepted.Add(1)
 	in.points.Add(uint64(len(points)))
+	if h != nil && h.seen != nil {
+		h.seen(d)
+	}
 	return len(points), nil
 }
 

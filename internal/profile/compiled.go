@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -20,6 +21,17 @@ type Compiled struct {
 	// Profile is nil for the permissive profile of a device without one.
 	Profile *tether.Profile
 	params  map[string]*jsonschema.Schema
+	// keys are the telemetry keys with a rule to check, and rated tells
+	// whether any has a max_rate (and so needs the previous point).
+	keys  map[string]*keyRule
+	rated bool
+}
+
+// keyRule is a telemetry key's schema in the form the Checker reads.
+type keyRule struct {
+	kind     tether.Kind // 0: any
+	min, max float64     // -Inf, +Inf: none
+	rate     float64     // 0: none
 }
 
 // permissive is the profile of a device without one: any telemetry, any
@@ -28,7 +40,31 @@ var permissive = &Compiled{}
 
 // Compile checks a profile's command parameter schemas and compiles them.
 func Compile(p *tether.Profile) (*Compiled, error) {
-	c := &Compiled{Profile: p, params: map[string]*jsonschema.Schema{}}
+	c := &Compiled{Profile: p, params: map[string]*jsonschema.Schema{}, keys: map[string]*keyRule{}}
+	for key, k := range p.Telemetry {
+		r := &keyRule{min: math.Inf(-1), max: math.Inf(1)}
+		switch k.Type {
+		case "number":
+			r.kind = tether.KindNumber
+		case "bool":
+			r.kind = tether.KindBool
+		case "string":
+			r.kind = tether.KindString
+		}
+		if k.Min != nil {
+			r.min = *k.Min
+		}
+		if k.Max != nil {
+			r.max = *k.Max
+		}
+		if k.MaxRate != nil && *k.MaxRate > 0 {
+			r.rate = *k.MaxRate
+			c.rated = true
+		}
+		if r.kind != 0 || k.Min != nil || k.Max != nil || r.rate > 0 {
+			c.keys[key] = r
+		}
+	}
 	for name, def := range p.Commands {
 		if len(bytes.TrimSpace(def.Params)) == 0 {
 			continue

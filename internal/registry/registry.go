@@ -133,6 +133,9 @@ func (s *Service) CreateDevice(ctx context.Context, tenant string, d tether.Devi
 	if err := validateDevice(d.Name, d.Labels); err != nil {
 		return nil, "", err
 	}
+	if err := validateProfileID(d.ProfileID); err != nil {
+		return nil, "", err
+	}
 	now := s.now()
 	token := d.ID + "." + randomSecret()
 	d.TenantID, d.CreatedAt, d.UpdatedAt, d.LastSeenAt = tenant, now, now, nil
@@ -159,7 +162,7 @@ func (s *Service) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether
 	return s.store.Devices(ctx, f)
 }
 
-// UpdateDevice changes a device's name, labels or metadata.
+// UpdateDevice changes a device's name, labels, metadata or profile.
 func (s *Service) UpdateDevice(ctx context.Context, tenant, id string, u tether.DeviceUpdate) (*tether.Device, error) {
 	name := ""
 	if u.Name != nil {
@@ -167,6 +170,11 @@ func (s *Service) UpdateDevice(ctx context.Context, tenant, id string, u tether.
 	}
 	if err := validateDevice(name, u.Labels); err != nil {
 		return nil, err
+	}
+	if u.Profile != nil {
+		if err := validateProfileID(*u.Profile); err != nil {
+			return nil, err
+		}
 	}
 	return s.store.UpdateDevice(ctx, tenant, id, u, s.now())
 }
@@ -261,6 +269,16 @@ func validateDevice(name string, labels map[string]string) error {
 		if len(v) > 256 {
 			return tether.Errorf(tether.EINVALID, "label %q is %d bytes; at most 256", k, len(v))
 		}
+	}
+	return nil
+}
+
+// validateProfileID checks the form of a device's profile ID; "" means
+// none. Whether the profile exists is the store's to check, in the
+// transaction that stores the device.
+func validateProfileID(id string) error {
+	if id != "" && !tether.ValidID(id) {
+		return tether.Errorf(tether.EINVALID, "profile id %q must be 1 to 64 letters, digits, '-' or '_'", truncate(id))
 	}
 	return nil
 }

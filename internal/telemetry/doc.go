@@ -28,7 +28,8 @@
 //	  "points": [
 //	    {"k": "temp", "t": 1714557600000000000, "n": 21.5},
 //	    {"k": "on", "t": 1714557600000000000, "b": true},
-//	    {"k": "mode", "t": 1714557600000000000, "s": "eco"}
+//	    {"k": "mode", "t": 1714557600000000000, "s": "eco"},
+//	    {"k": "pressure", "t": 1714557600000000000, "n": -40, "q": "below_min"}
 //	  ]
 //	}
 //
@@ -45,9 +46,13 @@
 //   - points: the values, in the order the device sent them. Each has a key
 //     k (dotted for nested objects: "gps.lat"), a time t in nanoseconds
 //     since the Unix epoch (an integer), and exactly one of n (a number),
-//     b (a boolean) or s (a string).
+//     b (a boolean) or s (a string). A point that broke its device's
+//     profile also has q, the reason it is quarantined ("wrong_type",
+//     "below_min", "above_max", "impossible_jump"): it is stored apart and
+//     kept out of aggregates, latest values and rules. q is optional and
+//     written only when set.
 //
-// All fields are required. Integers of nanoseconds exceed 2^53, so a reader
+// All other fields are required. Integers of nanoseconds exceed 2^53, so a reader
 // in a language whose JSON numbers are doubles (JavaScript) must read them
 // as big integers or lose precision below the microsecond.
 package telemetry

@@ -134,6 +134,7 @@ func FuzzUnmarshalMessage(f *testing.F) {
 		`{"v":2,"id":"i","tenant":"t","device":"d","rx":5,"points":[]}`,
 		`{"v":1,"id":"i","tenant":"t","device":"d","rx":5,"points":[{"k":"a","t":1,"n":1e308,"s":""}]}`,
 		`{"points":[{"k":"\ud800","t":9223372036854775807,"s":"\u0000"}],"rx":-9223372036854775808,"device":"","tenant":"","id":"","v":1}`,
+		`{"v":1,"id":"i","tenant":"t","device":"d","rx":5,"points":[{"q":"below_min","k":"a","t":1,"n":-1},{"k":"b","t":1,"b":true,"q":""}]}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -44,7 +44,7 @@ func AppendMessage(b []byte, m tether.Message) ([]byte, error) {
 func messageSize(m tether.Message) int {
 	n := 96 + len(m.ID) + len(m.TenantID) + len(m.DeviceID)
 	for i := range m.Points {
-		n += 48 + len(m.Points[i].Key) + len(m.Points[i].Str)
+		n += 48 + len(m.Points[i].Key) + len(m.Points[i].Str) + len(m.Points[i].Quarantine)
 	}
 	return n
 }
@@ -104,6 +104,14 @@ func appendMessage(b []byte, m tether.Message) ([]byte, error) {
 			}
 		default:
 			return nil, fmt.Errorf("telemetry: marshal message: point %d (%q) has unknown kind %d", i, p.Key, p.Kind)
+		}
+		// Written only when set, so that a message without quarantined
+		// points is encoded exactly as before the field existed.
+		if p.Quarantine != "" {
+			b = append(b, `,"q":`...)
+			if b, err = appendString(b, p.Quarantine, "quarantine reason"); err != nil {
+				return nil, fmt.Errorf("%w of point %d", err, i)
+			}
 		}
 		b = append(b, '}')
 	}
@@ -358,6 +366,7 @@ const (
 	pointK = 1 << iota
 	pointT
 	pointValue
+	pointQ
 )
 
 // members reads a JSON object, calling member with each name while the
@@ -442,6 +451,9 @@ func point(s *scanner) (tether.Point, error) {
 			field = pointValue
 			p.Kind = tether.KindString
 			p.Str, ok = stringValue(s)
+		case "q":
+			field = pointQ
+			p.Quarantine, ok = stringValue(s)
 		default:
 			ok = s.skip(maxSkipDepth)
 		}

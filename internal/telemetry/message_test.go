@@ -63,6 +63,31 @@ func TestAppendMessageAppendsWhatMarshalMessageWrites(t *testing.T) {
 	}
 }
 
+// A quarantined point carries its reason in "q"; a message without one is
+// encoded exactly as before the field existed (the documented format test
+// above), so that readers of the old format see no change.
+func TestMarshalMessageWritesTheQuarantineReasonOnlyWhenSet(t *testing.T) {
+	m := tether.Message{ID: "i", TenantID: "t", DeviceID: "d", ReceivedAt: time.Unix(0, 5),
+		Points: []tether.Point{quarantined(num("a", 1e6, time.Unix(0, 6)), tether.QuarantineAboveMax), num("b", 2, time.Unix(0, 6))}}
+	b, err := telemetry.MarshalMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"v":1,"id":"i","tenant":"t","device":"d","rx":5,"points":[{"k":"a","t":6,"n":1e+06,"q":"above_max"},{"k":"b","t":6,"n":2}]}`
+	if string(b) != want {
+		t.Errorf("MarshalMessage =\n%s\nwant\n%s", b, want)
+	}
+	m.Points[0].Quarantine = "\xff"
+	if _, err := telemetry.MarshalMessage(m); err == nil {
+		t.Error("MarshalMessage of a reason that is not UTF-8 succeeded")
+	}
+}
+
+func quarantined(p tether.Point, reason string) tether.Point {
+	p.Quarantine = reason
+	return p
+}
+
 // A field name with escapes is matched like any other.
 func TestUnmarshalMessageReadsEscapedFieldNames(t *testing.T) {
 	b := []byte(`{"\u0076":1,"id":"x","tenant":"t","device":"d","rx":1,"poi\u006ets":[{"\u006b":"a","t":2,"n":3}]}`)
@@ -102,6 +127,11 @@ func TestMessageRoundTrips(t *testing.T) {
 		{"a false bool and an empty string round-trip", tether.Message{
 			ID: "x", TenantID: "t", DeviceID: "d", ReceivedAt: now,
 			Points: []tether.Point{boolean("a", false, now), str("b", "", now)},
+		}},
+		{"a quarantine reason round-trips", tether.Message{
+			ID: "x", TenantID: "t", DeviceID: "d", ReceivedAt: now,
+			Points: []tether.Point{quarantined(num("a", -40, now), tether.QuarantineBelowMin), num("b", 1, now),
+				quarantined(str("c", "x", now), tether.QuarantineType)},
 		}},
 		{"strings with quotes, control characters and non-ASCII round-trip", tether.Message{
 			ID: "x\"y", TenantID: "t\\", DeviceID: "d\x00", ReceivedAt: now,
@@ -185,6 +215,8 @@ func TestUnmarshalMessageRejects(t *testing.T) {
 		{"a point without a time is refused", head + `[{"k":"a","n":1}]}`, `missing field "t"`},
 		{"a number too large for a float64 is refused", head + `[{"k":"a","t":1,"n":1e400}]}`, `field "n" is malformed`},
 		{"a null value is refused", head + `[{"k":"a","t":1,"s":null}]}`, `field "s" is malformed`},
+		{"a quarantine reason that is not a string is refused", head + `[{"k":"a","t":1,"n":1,"q":1}]}`, `field "q" is malformed`},
+		{"a repeated quarantine reason is refused", head + `[{"k":"a","t":1,"n":1,"q":"x","q":"y"}]}`, `field "q" is repeated`},
 		{"invalid UTF-8 is refused", head + "[{\"k\":\"\xff\",\"t\":1,\"n\":1}]}", "message is not valid UTF-8"},
 	}
 	for _, tt := range tests {

@@ -32,6 +32,10 @@ const DefaultTelemetryLimit = 1000
 // Each key's latest value moves only forward in time, and each device's
 // LastSeenAt becomes the newest ReceivedAt of its messages if that is
 // later than the stored one.
+//
+// A point with a Quarantine reason is stored in the quarantine table
+// instead (see Quarantined), and never in the series: it makes no series,
+// no latest value and no aggregate. It is not counted in stored.
 func (db *DB) WriteMessages(ctx context.Context, msgs []tether.Message) (stored int, err error) {
 	return db.writeMessages(ctx, msgs, nil)
 }
@@ -129,6 +133,8 @@ func (db *DB) writeMessages(ctx context.Context, msgs []tether.Message, beforeCo
 			n += len(msgs[i].Points)
 		}
 		points := make([]point, 0, n)
+		var quarantine quarantineWriter
+		defer quarantine.close()
 		for _, i := range fresh {
 			m := &msgs[i]
 			if !exists[device{m.TenantID, m.DeviceID}] {
@@ -139,6 +145,12 @@ func (db *DB) writeMessages(ctx context.Context, msgs []tether.Message, beforeCo
 				ts := p.Time
 				if ts.IsZero() {
 					ts = recv
+				}
+				if p.Quarantine != "" {
+					if err := quarantine.write(ctx, tx, m, &p, ts, recv); err != nil {
+						return fmt.Errorf("device %s key %q: quarantine: %w", m.DeviceID, p.Key, err)
+					}
+					continue
 				}
 				id, err := series.id(m.TenantID, m.DeviceID, p.Key)
 				if err != nil {
