@@ -1,7 +1,10 @@
 // Package coap is Tether's CoAP gateway (RFC 7252), over plain UDP and over
 // DTLS, built on github.com/plgd-dev/go-coap/v3. It authenticates devices,
-// hands telemetry to the ingest path and serves each device its own latest
-// values, observable (RFC 7641).
+// hands telemetry to the ingest path, serves each device its own latest
+// values and shadow, observable (RFC 7641), and is a command transport:
+// a device observing /commands is notified of each command and replies
+// with a POST. The shadow, command and presence services are optional
+// ([Options]); without one its resources are not there.
 //
 // # Resources
 //
@@ -20,6 +23,30 @@
 //     notification, an unacknowledged notification, the end of the DTLS
 //     session and [Gateway.Disconnect] deregister it. Responses carry an
 //     ETag; a GET naming the current one is answered 2.03 Valid.
+//   - GET /shadow[?name=<name>]: the device's shadow (the classic one, or
+//     the named one), the whole [tether.Shadow] in JSON (CBOR with Accept:
+//     60). Observe as for /latest; an observer is notified, with the whole
+//     shadow, when [Gateway.ShadowChanged] announces a newer version whose
+//     desired state differs from the one it was last sent, so a device's
+//     own reported updates do not come back to it.
+//   - POST /shadow[?name=<name>]: a [tether.ShadowUpdate] in JSON or CBOR
+//     (converted to JSON as telemetry is) that may change state.reported
+//     only (state.desired: 4.03); 2.04 with the shadow (format by Accept).
+//     A stale version is 4.09 Conflict, a document over the shadow's
+//     limits 4.13, an invalid one 4.00, each with the service's diagnostic.
+//   - GET /commands with Observe: 0 makes the observer a command transport
+//     ([Gateway.Deliver]): the response has no representation, the command
+//     service is asked to offer the device's queued commands at once, and
+//     each later notification is one command, {"id","name","params",
+//     "one_way"} in JSON, confirmable; the command is reported delivered
+//     when the device acknowledges it. Without Observe the response is the
+//     pending commands as a JSON array, and they are reported delivered
+//     once it is written. Observe: 1 deregisters and hands over nothing.
+//   - POST /commands/<id>/reply: a [tether.CommandReply] in JSON or CBOR;
+//     2.04 once recorded, 4.04 for a command the device does not have, 4.09
+//     Conflict when the command is done already (its status in the
+//     diagnostic; a 2.04 would tell a device whose reply came after a
+//     timeout that it counted).
 //   - GET /.well-known/core: the resources above in link format (RFC 6690).
 //
 // # Authentication
@@ -42,8 +69,11 @@
 //	4.00 Bad Request          a malformed option or query; a payload that breaks the payload
 //	                          rules (malformed JSON or CBOR, no values, a bad ts, …)
 //	4.01 Unauthorized         no credential, or a wrong one
-//	4.03 Forbidden            t= names another device than the DTLS session's identity
-//	4.04 Not Found, 4.05 Method Not Allowed, 4.06 Not Acceptable (an Accept other than 50 or 60)
+//	4.03 Forbidden            t= names another device than the DTLS session's identity;
+//	                          a shadow update with desired state
+//	4.04 Not Found, 4.05 Method Not Allowed, 4.06 Not Acceptable (an Accept other than 50 or 60;
+//	                          /commands is JSON only)
+//	4.09 Conflict             a stale shadow version; a reply to a command that is done
 //	4.13 Request Entity Too Large   with Size1 = the limit in bytes, when the body (the
 //	                          reassembled block-wise body, or the Size1 the client announced)
 //	                          is over the payload limit; also for too many points
@@ -54,7 +84,9 @@
 //	                          checked, or the gateway is shutting down; Max-Age = seconds to wait
 //
 // Every request of an authenticated device (POST /telemetry, GET /latest,
-// an Observe registration or deregistration) takes one message from the
+// GET and POST /shadow, GET /commands, a reply, an Observe registration or
+// deregistration) is reported to presence as seen over "coap" and takes
+// one message from the
 // per-device budget the device shares with MQTT and HTTP (the ingest
 // path's Allow, which counts a refusal), so that a device cannot flood the
 // store with reads any more than with writes. A block-wise request body is
@@ -93,10 +125,16 @@
 // than one block is notified with its first block only, and the client
 // fetches the rest with GET and Block2 (RFC 7959 §2.6). An observer whose
 // endpoint stays silent for ten minutes is sent a notification of the
-// current state, which both refreshes it and checks that it is still there.
-// The per-device resource (/latest now; commands and desired state later)
-// is an observable: adding one is a render function and a call to notify
-// when it changes.
+// current state, which both refreshes it and checks that it is still there
+// (for /commands: the next command waiting, or no representation).
+// Each per-device resource is an observable: a render function and a call
+// to notify when it changes. /commands is the exception to coalescing:
+// each command handed to an observer is a notification of its own, sent
+// after the one before it was acknowledged, and always whole (its rest
+// could not be fetched again with GET, which would return the pending
+// list), so a command must fit in a datagram. A command whose notification
+// is never acknowledged (or is reset) stays sent: the command service
+// offers it again when the device observes /commands again.
 package coap
 
 import (
@@ -155,6 +193,41 @@ type LatestReader interface {
 	Latest(ctx context.Context, tenantID, deviceID string) ([]tether.Latest, error)
 }
 
+// Shadows reads and updates device shadows. Nil turns /shadow off.
+type Shadows interface {
+	// Get returns a shadow; one never written has version 0.
+	Get(ctx context.Context, tenant, deviceID, name string) (*tether.Shadow, error)
+	// Update applies a merge patch: EINVALID, ETOOLARGE, ECONFLICT (a
+	// stale version), ENOTFOUND (no device).
+	Update(ctx context.Context, tenant, deviceID, name string, u tether.ShadowUpdate) (*tether.Shadow, error)
+}
+
+// Commands is the device side of the command service. Nil turns
+// /commands off. One that also implements [CommandReadier] is told when a
+// device starts observing /commands.
+type Commands interface {
+	// Pending returns the device's commands not done yet, in order.
+	Pending(ctx context.Context, tenant, deviceID string) ([]*tether.Command, error)
+	// Delivered records that the device received a command.
+	Delivered(ctx context.Context, tenant, deviceID, id string) error
+	// Reply records the device's reply: ENOTFOUND, or ECONFLICT (with the
+	// command) when the command is done already.
+	Reply(ctx context.Context, tenant, deviceID, id string, r tether.CommandReply) (*tether.Command, error)
+}
+
+// CommandReadier is implemented by a [Commands] that wants to know when a
+// device can take commands: it then offers the device's queued commands,
+// through [Gateway.Deliver] among its transports.
+type CommandReadier interface {
+	Ready(ctx context.Context, tenant, deviceID string, resumed bool)
+}
+
+// Presence is told of every authenticated request. Nil: nobody is.
+type Presence interface {
+	// Seen must be cheap and must not block.
+	Seen(d *tether.Device, transport string)
+}
+
 // Options configure a [Gateway].
 type Options struct {
 	// Addr is the UDP address of plain CoAP, like ":5683"; empty is off.
@@ -170,6 +243,11 @@ type Options struct {
 	// PublishTimeout bounds how long a telemetry request waits for the
 	// bus; default 10s.
 	PublishTimeout time.Duration
+	// Shadows, Commands and Presence are optional services; each one
+	// that is nil turns its resources (or, for Presence, its calls) off.
+	Shadows  Shadows
+	Commands Commands
+	Presence Presence
 }
 
 // Bounds and timings. They are constants rather than options until a
@@ -270,8 +348,15 @@ type Gateway struct {
 
 	obs      *observations
 	sessions *sessions
-	// latestRes is the observable behind GET /latest.
-	latestRes *observable
+	// latestRes, shadowRes and commandsRes are the observables behind
+	// GET /latest, /shadow and /commands.
+	latestRes   *observable
+	shadowRes   *observable
+	commandsRes *observable
+
+	shadows  Shadows
+	commands Commands
+	presence Presence
 
 	endpointsMu sync.Mutex
 	endpoints   int
@@ -297,6 +382,7 @@ func New(auth Authenticator, in Ingestor, latest LatestReader, o Options) (*Gate
 	}
 	g := &Gateway{
 		auth: auth, in: in, latest: latest, timeout: o.PublishTimeout,
+		shadows: o.Shadows, commands: o.Commands, presence: o.Presence,
 		log:        o.Logger,
 		maxPayload: in.Limits().MaxPayload,
 		sessions:   newSessions(),
@@ -310,6 +396,8 @@ func New(auth Authenticator, in Ingestor, latest LatestReader, o Options) (*Gate
 	g.inflight.init()
 	g.obs = newObservations(g)
 	g.latestRes = &observable{name: "latest", render: g.renderLatest}
+	g.shadowRes = &observable{name: "shadow", render: g.renderShadow}
+	g.commandsRes = &observable{name: "commands", next: g.nextCommand, whole: true}
 
 	if o.Addr != "" {
 		l, err := coapNet.NewListenUDP("udp", o.Addr)

@@ -192,12 +192,21 @@ type env struct {
 	before func(*coap.Gateway)
 	// cert is Options.Certificate.
 	cert func() (*tls.Certificate, error)
+	// shadows, commands and presence are the optional services; start
+	// sets them all unless a setup function sets noServices.
+	shadows    *fakeShadows
+	commands   *fakeCommands
+	presence   *fakePresence
+	noServices bool
 }
 
 // start runs a gateway with plain CoAP and DTLS on 127.0.0.1.
 func start(t *testing.T, setup ...func(*env)) *env {
 	t.Helper()
-	e := &env{auth: newFakeAuth(), in: newFakeIngest(), latest: &fakeLatest{}, logs: &testkit.Buffer{}}
+	e := &env{
+		auth: newFakeAuth(), in: newFakeIngest(), latest: &fakeLatest{}, logs: &testkit.Buffer{},
+		shadows: newFakeShadows(), commands: newFakeCommands(), presence: &fakePresence{},
+	}
 	for _, s := range setup {
 		s(e)
 	}
@@ -205,15 +214,20 @@ func start(t *testing.T, setup ...func(*env)) *env {
 	if e.ingestor != nil {
 		in = e.ingestor
 	}
-	g, err := coap.New(e.auth, in, e.latest, coap.Options{
+	o := coap.Options{
 		Addr:        "127.0.0.1:0",
 		DTLSAddr:    "127.0.0.1:0",
 		Certificate: e.cert,
 		Logger:      slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if !e.noServices {
+		o.Shadows, o.Commands, o.Presence = e.shadows, e.commands, e.presence
+	}
+	g, err := coap.New(e.auth, in, e.latest, o)
 	if err != nil {
 		t.Fatalf("coap.New: %v", err)
 	}
+	e.commands.setTransport(g)
 	if e.before != nil {
 		e.before(g)
 	}

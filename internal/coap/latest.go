@@ -22,6 +22,12 @@ import (
 // getLatest serves the device's latest values, and registers or
 // deregisters an observer of them.
 func (g *Gateway) getLatest(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	g.getObservable(w, r, g.latestRes, "")
+}
+
+// getObservable serves a GET of an observable resource (with param, see
+// [view]), and registers or deregisters an observer of it.
+func (g *Gateway) getObservable(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, res *observable, param string) {
 	cc := w.Conn()
 	obs, obsErr := r.Observe()
 	if obsErr == nil && obs == 1 {
@@ -42,14 +48,15 @@ func (g *Gateway) getLatest(w *responsewriter.ResponseWriter[*udpClient.Conn], r
 	}
 	format, ok := accepted(r)
 	if !ok {
-		g.reply(w, r, d, refusal{code: codes.NotAcceptable, msg: "/latest is application/json (50) or application/cbor (60)", reason: "accept"})
+		g.reply(w, r, d, refusal{code: codes.NotAcceptable, msg: "/" + res.name + " is application/json (50) or application/cbor (60)", reason: "accept"})
 		return
 	}
 	token := string(r.Token())
 	var o *observer
 	var seq uint32
 	if obsErr == nil && obs == 0 {
-		o = newObserver(cc, token, d, g.latestRes, format, blockSize(r))
+		o = newObserver(cc, token, d, res, format, blockSize(r))
+		o.param = param
 		var evicted *observer
 		if seq, evicted, ok = g.obs.register(o); !ok {
 			o = nil // shutting down: answer as a plain GET
@@ -59,14 +66,17 @@ func (g *Gateway) getLatest(w *responsewriter.ResponseWriter[*udpClient.Conn], r
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), renderTimeout)
-	body, err := g.latestRes.render(ctx, d, format)
+	body, err := res.render(ctx, view{device: d, format: format, param: param, obs: o})
 	cancel()
 	if err != nil {
 		if o != nil {
 			g.obs.remove(o)
 		}
-		g.log.Error("coap latest", "device", d.ID, "err", err)
-		g.reply(w, r, d, unavailable("the latest values could not be read; try again later"))
+		ref := renderRefusal(res, err)
+		if ref.code == codes.ServiceUnavailable {
+			g.log.Error("coap "+res.name, "device", d.ID, "err", err)
+		}
+		g.reply(w, r, d, ref)
 		return
 	}
 	code := codes.Content
@@ -98,6 +108,17 @@ func (g *Gateway) getLatest(w *responsewriter.ResponseWriter[*udpClient.Conn], r
 	if o != nil && !responsewriter.AfterWrite(r.Context(), func() { g.obs.ready(o) }) {
 		g.obs.ready(o)
 	}
+}
+
+// renderRefusal answers a representation that could not be rendered: the
+// service's refusal for an error it coded as the device's (a bad shadow
+// name), 5.03 otherwise.
+func renderRefusal(res *observable, err error) refusal {
+	switch tether.ErrorCode(err) {
+	case tether.EINVALID, tether.ENOTFOUND:
+		return refusalFor(err)
+	}
+	return unavailable("/" + res.name + " could not be read; try again later")
 }
 
 // known reports whether a request names the entity tag among its ETags.
@@ -155,7 +176,8 @@ var latestEncoding = func() cbor.EncMode {
 }()
 
 // renderLatest is the representation of /latest.
-func (g *Gateway) renderLatest(ctx context.Context, d *tether.Device, format message.MediaType) ([]byte, error) {
+func (g *Gateway) renderLatest(ctx context.Context, v view) ([]byte, error) {
+	d, format := v.device, v.format
 	ls, err := g.latest.Latest(ctx, d.TenantID, d.ID)
 	if err != nil {
 		return nil, fmt.Errorf("latest values of %s: %w", d.ID, err)

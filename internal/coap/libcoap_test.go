@@ -182,3 +182,138 @@ func TestLibcoapInterop(t *testing.T) {
 		})
 	}
 }
+
+// observeWith starts a libcoap client observing for seconds and returns
+// its output buffer and a function that waits for it to exit.
+func observeWith(t *testing.T, seconds string, bin string, args ...string) (*testkit.Buffer, func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-s", seconds}, args...)...)
+	var out testkit.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return &out, func() {
+		defer cancel()
+		if err := cmd.Wait(); err != nil {
+			t.Logf("client: %v", err)
+		}
+		if *showClientOutput {
+			t.Logf("output:\n%s", out.String())
+		}
+	}
+}
+
+func TestLibcoapShadowAndCommands(t *testing.T) {
+	plain := testkit.Tool(t, "coap-client-notls", "libcoap3-bin")
+	uri := func(e *env, path string) string {
+		return "coap://127.0.0.1:" + port(t, e.g.Addr()) + path + "?t=" + token
+	}
+
+	t.Run("coap-client-notls gets a named shadow", func(t *testing.T) {
+		e := start(t)
+		e.shadows.setDesired(deviceID, "pump", "rpm", 1200.0)
+		out := runClient(t, plain, "coap://127.0.0.1:"+port(t, e.g.Addr())+"/shadow?name=pump&t="+token)
+		if !strings.Contains(out, `"name":"pump"`) || !strings.Contains(out, `"desired":{"rpm":1200}`) {
+			t.Errorf("no shadow in the output:\n%s", out)
+		}
+	})
+	t.Run("coap-client-notls posts reported state and gets the shadow back", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, plain, "-m", "post", "-t", "json", "-e", `{"state":{"reported":{"temp":21.5}}}`, uri(e, "/shadow"))
+		if calls := e.shadows.calls(); len(calls) != 1 || calls[0].device != deviceID || calls[0].update.State.Reported["temp"] != 21.5 {
+			t.Fatalf("updates %+v\nclient output:\n%s", calls, out)
+		}
+		if !strings.Contains(out, `"reported":{"temp":21.5}`) || !strings.Contains(out, `"version":1`) {
+			t.Errorf("no shadow in the output:\n%s", out)
+		}
+	})
+	t.Run("coap-client-notls posts CBOR reported state", func(t *testing.T) {
+		e := start(t)
+		// {"state":{"reported":{"temp":21.5}}}
+		out := runClient(t, plain, "-m", "post", "-t", "cbor", "-e", "%A1%65state%A1%68reported%A1%64temp%F9%4D%60", uri(e, "/shadow"))
+		if calls := e.shadows.calls(); len(calls) != 1 || calls[0].update.State.Reported["temp"] != 21.5 {
+			t.Fatalf("updates %+v\nclient output:\n%s", calls, out)
+		}
+	})
+	t.Run("coap-client-notls posting desired state gets 4.03", func(t *testing.T) {
+		e := start(t)
+		out := runClient(t, plain, "-v", "7", "-m", "post", "-t", "json", "-e", `{"state":{"desired":{"led":"on"}}}`, uri(e, "/shadow"))
+		if !strings.Contains(out, "4.03") {
+			t.Errorf("no 4.03 in the client's output:\n%s", out)
+		}
+		if calls := e.shadows.calls(); len(calls) != 0 {
+			t.Errorf("updates %+v", calls)
+		}
+	})
+	t.Run("coap-client-notls posting a stale version gets 4.09", func(t *testing.T) {
+		e := start(t)
+		e.shadows.setDesired(deviceID, "", "led", "on")
+		e.shadows.setDesired(deviceID, "", "led", "off")
+		out := runClient(t, plain, "-v", "7", "-m", "post", "-t", "json", "-e", `{"state":{"reported":{"led":"on"}},"version":1}`, uri(e, "/shadow"))
+		if !strings.Contains(out, "4.09") {
+			t.Errorf("no 4.09 in the client's output:\n%s", out)
+		}
+	})
+	t.Run("coap-client-notls observes the shadow and is notified when desired changes", func(t *testing.T) {
+		e := start(t)
+		out, wait := observeWith(t, "4", plain, uri(e, "/shadow"))
+		eventually(t, "the observation", func() bool { return e.g.Observers(deviceID) == 1 })
+		e.g.ShadowChanged(e.shadows.setDesired(deviceID, "", "led", "blinking"))
+		eventually(t, "the notification", func() bool { return strings.Contains(out.String(), `"desired":{"led":"blinking"}`) })
+		wait()
+		if !strings.Contains(out.String(), `"version":0`) {
+			t.Errorf("the first representation is not in the output:\n%s", out.String())
+		}
+	})
+	t.Run("coap-client-notls observes /commands, gets a command, and replies with another client", func(t *testing.T) {
+		e := start(t)
+		e.commands.add(deviceID, "c1", "set_led", `{"on":true}`)
+		out, wait := observeWith(t, "4", plain, uri(e, "/commands"))
+		eventually(t, "the queued command", func() bool {
+			return strings.Contains(out.String(), `{"id":"c1","name":"set_led","params":{"on":true},"one_way":false}`)
+		})
+		eventually(t, "c1 delivered", func() bool { return e.commands.status(deviceID, "c1") == "delivered" })
+		if !e.g.Deliver(e.commands.add(deviceID, "c2", "reboot", "")) {
+			t.Fatal("Deliver did not take c2")
+		}
+		eventually(t, "the new command", func() bool { return strings.Contains(out.String(), `"id":"c2"`) })
+		eventually(t, "c2 delivered", func() bool { return e.commands.status(deviceID, "c2") == "delivered" })
+
+		reply := runClient(t, plain, "-m", "post", "-t", "json", "-e", `{"status":"succeeded","result":{"led":"on"}}`, uri(e, "/commands/c1/reply"))
+		if r, ok := e.commands.replyOf("c1"); !ok || string(r.Result) != `{"led":"on"}` {
+			t.Fatalf("reply %+v %v\nclient output:\n%s", r, ok, reply)
+		}
+		again := runClient(t, plain, "-v", "7", "-m", "post", "-t", "json", "-e", `{"status":"succeeded"}`, uri(e, "/commands/c1/reply"))
+		if !strings.Contains(again, "4.09") {
+			t.Errorf("a second reply got no 4.09:\n%s", again)
+		}
+		wait()
+		eventually(t, "the deregistration", func() bool { return e.g.Observers(deviceID) == 0 })
+	})
+	t.Run("coap-client-openssl observes /commands over DTLS and replies", func(t *testing.T) {
+		secure := testkit.Tool(t, "coap-client-openssl", "libcoap3-bin")
+		e := start(t)
+		e.commands.add(deviceID, "c1", "reboot", "")
+		secureURI := "coaps://127.0.0.1:" + port(t, e.g.DTLSAddr())
+		out, wait := observeWith(t, "3", secure, "-u", deviceID, "-k", pskKey, secureURI+"/commands")
+		eventually(t, "the queued command", func() bool { return strings.Contains(out.String(), `"id":"c1"`) })
+		eventually(t, "c1 delivered", func() bool { return e.commands.status(deviceID, "c1") == "delivered" })
+		reply := runClient(t, secure, "-u", deviceID, "-k", pskKey, "-m", "post", "-t", "json", "-e", `{"status":"failed","error":"busy"}`, secureURI+"/commands/c1/reply")
+		if r, ok := e.commands.replyOf("c1"); !ok || r.Status != "failed" || r.Error != "busy" {
+			t.Fatalf("reply %+v %v\nclient output:\n%s", r, ok, reply)
+		}
+		wait()
+	})
+	t.Run("coap-client-notls gets the pending commands without observing", func(t *testing.T) {
+		e := start(t)
+		e.commands.add(deviceID, "c1", "reboot", "")
+		out := runClient(t, plain, uri(e, "/commands"))
+		if !strings.Contains(out, `[{"id":"c1","name":"reboot","one_way":false}]`) {
+			t.Errorf("no commands in the output:\n%s", out)
+		}
+		eventually(t, "c1 delivered", func() bool { return e.commands.status(deviceID, "c1") == "delivered" })
+	})
+}

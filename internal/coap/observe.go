@@ -19,15 +19,40 @@ import (
 )
 
 // observable is a per-device resource that a device may observe (RFC 7641):
-// GET /latest now; commands and desired state later. A resource becomes
-// observable by rendering its representation for a device; whoever changes
-// it calls observations.changed with the device.
+// GET /latest, GET /shadow and GET /commands. A resource becomes observable
+// by rendering its representation for a device; whoever changes it calls
+// observations.changed with the device (or, for a shadow and for commands,
+// the more precise shadowChanged and deliver).
 type observable struct {
 	name string
-	// render returns the representation for the device in a format,
-	// message.AppJSON or message.AppCBOR.
-	render func(ctx context.Context, d *tether.Device, format message.MediaType) ([]byte, error)
+	// render returns the representation for a view of the resource: the
+	// response to a GET, or a notification of v.obs. It returns errSkip
+	// when a notification has nothing new to say.
+	render func(ctx context.Context, v view) ([]byte, error)
+	// next, when set, renders notifications instead of render: the next
+	// item the observer is owed (nil body: the resource's empty state),
+	// and what to do once the client acknowledged it.
+	next func(o *observer) (body []byte, acked func())
+	// whole makes notifications go in one datagram, never as a first
+	// block: the rest of a notification that next took from a queue could
+	// not be fetched again with GET.
+	whole bool
 }
+
+// view is what a representation is rendered for.
+type view struct {
+	device *tether.Device
+	format message.MediaType
+	// param is the resource's parameter: the shadow name ("" is the
+	// classic shadow).
+	param string
+	// obs is the observer being notified or registered; nil for a plain
+	// GET.
+	obs *observer
+}
+
+// errSkip tells notify that a notification has nothing new to say.
+var errSkip = errors.New("nothing new to notify")
 
 // observer is one observation: an endpoint (a plain-UDP remote address or a
 // DTLS session) observing one resource of one device under a token.
@@ -38,6 +63,7 @@ type observer struct {
 	res    *observable
 	format message.MediaType
 	szx    blockwise.SZX // the block size of notifications
+	param  string        // see view.param
 
 	// Guarded by observations.mu.
 	seq     uint32 // the last Observe sequence number sent
@@ -45,6 +71,16 @@ type observer struct {
 	dirty   bool   // the resource changed since the last notification
 	running bool   // a goroutine is notifying
 	gone    bool   // removed; removed is closed
+
+	// A /shadow observer: the newest shadow announced and not yet
+	// notified, and the version and desired state last sent (sent says
+	// whether anything was), so that only a change of desired is notified.
+	shadow      *tether.Shadow
+	sent        bool
+	sentVersion int64
+	sentDesired string
+	// A /commands observer: the commands handed to it and not yet sent.
+	queue []queuedCommand
 
 	// removed is closed when the observer is removed, which ends a
 	// notification on its way.
@@ -185,6 +221,105 @@ func (s *observations) changed(deviceID string, res *observable) {
 	}
 }
 
+// shadowChanged notifies the observers of a device's shadow of that name
+// whose last notification (or registration response) carried another
+// desired state; desired is the canonical JSON of sh's desired state. It
+// does not block.
+func (s *observations) shadowChanged(sh *tether.Shadow, res *observable, desired string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.byDevice[sh.DeviceID] {
+		if o.res != res || o.param != sh.Name || o.device.TenantID != sh.TenantID {
+			continue
+		}
+		if o.sent && (sh.Version <= o.sentVersion || desired == o.sentDesired) {
+			continue
+		}
+		if o.shadow == nil || sh.Version > o.shadow.Version {
+			o.shadow = sh
+		}
+		s.kickLocked(o)
+	}
+}
+
+// takeShadow returns the shadow announced to o since its last
+// notification, if any; stale is true when one was announced but is not
+// newer than what o was sent.
+func (s *observations) takeShadow(o *observer) (sh *tether.Shadow, stale bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh, o.shadow = o.shadow, nil
+	if sh != nil && o.sent && sh.Version <= o.sentVersion {
+		return nil, true
+	}
+	return sh, false
+}
+
+// sentShadow records the shadow o is being sent.
+func (s *observations) sentShadow(o *observer, sh *tether.Shadow, desired string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o.sent && sh.Version < o.sentVersion {
+		return
+	}
+	o.sent, o.sentVersion, o.sentDesired = true, sh.Version, desired
+}
+
+// deliver hands a command to the newest observer of the device's commands
+// resource and reports whether there is one. A command it holds already
+// is not queued twice.
+func (s *observations) deliver(q queuedCommand, tenant, deviceID string, res *observable) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	list := s.byDevice[deviceID]
+	for i := len(list) - 1; i >= 0; i-- {
+		o := list[i]
+		if o.res != res || o.device.TenantID != tenant {
+			continue
+		}
+		for _, x := range o.queue {
+			if x.id == q.id {
+				return true
+			}
+		}
+		o.queue = append(o.queue, q)
+		s.kickLocked(o)
+		return true
+	}
+	return false
+}
+
+// popCommand takes the next command queued for o.
+func (s *observations) popCommand(o *observer) (queuedCommand, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(o.queue) == 0 {
+		return queuedCommand{}, false
+	}
+	q := o.queue[0]
+	o.queue = o.queue[1:]
+	return q, true
+}
+
+// goTracked runs f in a goroutine that Close waits for, unless the
+// observations are closed.
+func (s *observations) goTracked(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		f()
+	}()
+	return true
+}
+
 // refresh sends the observers of an endpoint the current state.
 func (s *observations) refresh(cc *udpClient.Conn) {
 	s.mu.Lock()
@@ -288,6 +423,13 @@ func (s *observations) run(o *observer) {
 			s.g.log.Debug("coap observation ended", "device", o.device.ID, "resource", o.res.name, "remote", o.cc.RemoteAddr().String(), "reason", err)
 			return
 		}
+		s.mu.Lock()
+		if len(o.queue) > 0 {
+			// One notification per queued item, each acknowledged
+			// before the next goes.
+			o.dirty = true
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -329,21 +471,32 @@ var (
 	errRemoved = errors.New("the observation was removed")
 )
 
-// notify sends o the current representation of its resource as a
-// confirmable notification and waits for its acknowledgement, resending it
-// as RFC 7252 §4.2 says. An error ends the observation.
+// notify sends o the current representation of its resource (or the next
+// item it is owed) as a confirmable notification and waits for its
+// acknowledgement, resending it as RFC 7252 §4.2 says; only an
+// acknowledgement runs the item's acked. An error ends the observation.
 func (g *Gateway) notify(o *observer, seq uint32) error {
-	ctx, cancel := context.WithTimeout(g.ctx, renderTimeout)
-	body, err := o.res.render(ctx, o.device, o.format)
-	cancel()
-	if err != nil {
-		if g.ctx.Err() != nil {
-			return errGone
+	var body []byte
+	var acked func()
+	if o.res.next != nil {
+		body, acked = o.res.next(o)
+	} else {
+		ctx, cancel := context.WithTimeout(g.ctx, renderTimeout)
+		var err error
+		body, err = o.res.render(ctx, view{device: o.device, format: o.format, param: o.param, obs: o})
+		cancel()
+		switch {
+		case errors.Is(err, errSkip):
+			return nil
+		case err != nil:
+			if g.ctx.Err() != nil {
+				return errGone
+			}
+			// The store could not be read: skip this notification, the
+			// next change or refresh sends the state again.
+			g.log.Debug("coap notification skipped", "device", o.device.ID, "resource", o.res.name, "err", err)
+			return nil
 		}
-		// The store could not be read: skip this notification, the
-		// next change or refresh sends the state again.
-		g.log.Debug("coap notification skipped", "device", o.device.ID, "resource", o.res.name, "err", err)
-		return nil
 	}
 	cc := o.cc
 	msg := cc.AcquireMessage(g.ctx)
@@ -351,8 +504,13 @@ func (g *Gateway) notify(o *observer, seq uint32) error {
 	msg.SetCode(codes.Content)
 	msg.SetToken(message.Token(o.token))
 	msg.SetObserve(seq)
-	setRepresentation(msg, body, o.format, observeMaxAge)
-	if block := int(o.szx.Size()); len(body) > block {
+	if body == nil {
+		// The empty state (no command waiting): no representation.
+		msg.SetOptionUint32(message.MaxAge, observeMaxAge)
+	} else {
+		setRepresentation(msg, body, o.format, observeMaxAge)
+	}
+	if block := int(o.szx.Size()); len(body) > block && !o.res.whole {
 		// The first block only; the client fetches the rest with GET and
 		// Block2 (RFC 7959 §2.6).
 		v, err := blockwise.EncodeBlockOption(o.szx, 0, true)
@@ -379,6 +537,9 @@ func (g *Gateway) notify(o *observer, seq uint32) error {
 			t.Stop()
 			if reset {
 				return errReset
+			}
+			if acked != nil {
+				acked()
 			}
 			return nil
 		case <-t.C:

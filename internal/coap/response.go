@@ -58,6 +58,8 @@ func refusalFor(err error) refusal {
 		return refusal{code: codes.Forbidden, msg: msg, reason: "forbidden"}
 	case tether.ENOTFOUND:
 		return refusal{code: codes.NotFound, msg: msg, reason: "not_found"}
+	case tether.ECONFLICT:
+		return refusal{code: codes.Conflict, msg: msg, reason: "conflict"}
 	case tether.ETOOLARGE:
 		return refusal{code: codes.RequestEntityTooLarge, msg: msg, reason: "too_large"}
 	case tether.EUNAVAILABLE:

@@ -327,15 +327,59 @@ func (g *Gateway) handle(w *responsewriter.ResponseWriter[*udpClient.Conn], r *p
 			return
 		}
 		g.discovery(w)
+	case "/shadow":
+		switch {
+		case g.shadows == nil:
+			g.notFound(w, r)
+		case r.Code() == codes.GET:
+			g.getShadow(w, r)
+		case r.Code() == codes.POST:
+			g.postShadow(w, r)
+		default:
+			g.reply(w, r, nil, refusal{code: codes.MethodNotAllowed, msg: "/shadow takes GET and POST", reason: "method"})
+		}
+	case "/commands":
+		switch {
+		case g.commands == nil:
+			g.notFound(w, r)
+		case r.Code() == codes.GET:
+			g.getCommands(w, r)
+		default:
+			g.reply(w, r, nil, refusal{code: codes.MethodNotAllowed, msg: "/commands takes GET (Observe: each notification is a command)", reason: "method"})
+		}
 	default:
-		g.reply(w, r, nil, refusal{code: codes.NotFound, msg: "no such resource; see /.well-known/core", reason: "not_found"})
+		if id, ok := replyPath(path); ok && g.commands != nil {
+			if r.Code() != codes.POST {
+				g.reply(w, r, nil, refusal{code: codes.MethodNotAllowed, msg: "/commands/<id>/reply takes POST", reason: "method"})
+				return
+			}
+			g.postReply(w, r, id)
+			return
+		}
+		g.notFound(w, r)
 	}
 }
 
-// linkFormat lists the resources (RFC 6690).
-const linkFormat = `</telemetry>;rt="tether.telemetry";ct="50 60",` +
-	`</latest>;rt="tether.latest";ct="50 60";obs`
+func (g *Gateway) notFound(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
+	g.reply(w, r, nil, refusal{code: codes.NotFound, msg: "no such resource; see /.well-known/core", reason: "not_found"})
+}
+
+// Links of the resources (RFC 6690): telemetry and latest always, shadow
+// and commands when their services are set.
+const (
+	linkFormat = `</telemetry>;rt="tether.telemetry";ct="50 60",` +
+		`</latest>;rt="tether.latest";ct="50 60";obs`
+	shadowLink   = `,</shadow>;rt="tether.shadow";ct="50 60";obs`
+	commandsLink = `,</commands>;rt="tether.commands";ct=50;obs`
+)
 
 func (g *Gateway) discovery(w *responsewriter.ResponseWriter[*udpClient.Conn]) {
-	_ = w.SetResponse(codes.Content, message.AppLinkFormat, bytesReader([]byte(linkFormat)))
+	links := linkFormat
+	if g.shadows != nil {
+		links += shadowLink
+	}
+	if g.commands != nil {
+		links += commandsLink
+	}
+	_ = w.SetResponse(codes.Content, message.AppLinkFormat, bytesReader([]byte(links)))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -90,13 +91,29 @@ func (g *Gateway) ingestRefusal(err error) refusal {
 }
 
 // authenticate returns the device a request comes from: the DTLS session's
-// PSK identity, or the token in the t= query.
+// PSK identity, or the token in the t= query. A device that authenticates
+// is seen by presence.
 func (g *Gateway) authenticate(ctx context.Context, cc *udpClient.Conn, r *pool.Message) (*tether.Device, error) {
+	d, err := g.credential(ctx, cc, r)
+	if err != nil {
+		return nil, err
+	}
+	if g.presence != nil {
+		g.presence.Seen(d, transport)
+	}
+	return d, nil
+}
+
+// transport names CoAP to presence.
+const transport = "coap"
+
+func (g *Gateway) credential(ctx context.Context, cc *udpClient.Conn, r *pool.Message) (*tether.Device, error) {
 	queries, err := r.Queries()
 	if err != nil && !errors.Is(err, message.ErrOptionNotFound) {
 		return nil, tether.Errorf(tether.EINVALID, "the Uri-Query options are malformed")
 	}
-	token, err := parseQuery(queries)
+	path, _ := r.Path()
+	token, _, err := parseQueryWith(queries, queryParams[path]...)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +141,21 @@ func (g *Gateway) authenticate(ctx context.Context, cc *udpClient.Conn, r *pool.
 	return d, nil
 }
 
+// queryParams are the query parameters a resource understands besides t=.
+var queryParams = map[string][]string{
+	"/shadow": {"name"},
+}
+
+// requestParam returns the value of a resource's query parameter (see
+// queryParams), "" when it is absent. Call it once the request
+// authenticated, which checked the queries.
+func requestParam(r *pool.Message, name string) string {
+	queries, _ := r.Queries()
+	path, _ := r.Path()
+	_, params, _ := parseQueryWith(queries, queryParams[path]...)
+	return params[name]
+}
+
 // authRefusal answers a failed authentication; a failure to check the
 // credential at all is logged, as the device cannot do anything about it.
 func (g *Gateway) authRefusal(err error) refusal {
@@ -143,26 +175,56 @@ const maxToken = 512
 // anything else is refused, so that a typo is reported instead of being
 // read as a missing credential.
 func parseQuery(queries []string) (string, error) {
+	token, _, err := parseQueryWith(queries)
+	return token, err
+}
+
+// maxParam bounds the value of a query parameter other than t=.
+const maxParam = 64
+
+// parseQueryWith is parseQuery for a resource that also understands the
+// parameters named in extra (each at most once, not empty), which it
+// returns by name.
+func parseQueryWith(queries []string, extra ...string) (string, map[string]string, error) {
 	token, seen := "", false
+	var params map[string]string
 	for _, q := range queries {
 		k, v, ok := strings.Cut(q, "=")
+		if k != "t" && slices.Contains(extra, k) {
+			switch {
+			case !ok || v == "":
+				return "", nil, tether.Errorf(tether.EINVALID, "%s= is empty; leave it out instead", k)
+			case params[k] != "":
+				return "", nil, tether.Errorf(tether.EINVALID, "%s= is given twice", k)
+			case len(v) > maxParam:
+				return "", nil, tether.Errorf(tether.EINVALID, "%s= is %d bytes; it may be at most %d", k, len(v), maxParam)
+			}
+			if params == nil {
+				params = map[string]string{}
+			}
+			params[k] = v
+			continue
+		}
 		switch {
 		case k != "t":
 			name := k
 			if len(name) > 32 || !printable(name) {
 				name = "?"
 			}
-			return "", tether.Errorf(tether.EINVALID, "unknown query parameter %q; only t=<device token> is understood", name)
+			if len(extra) > 0 {
+				return "", nil, tether.Errorf(tether.EINVALID, "unknown query parameter %q; only t=<device token> and %s= are understood", name, strings.Join(extra, "=, "))
+			}
+			return "", nil, tether.Errorf(tether.EINVALID, "unknown query parameter %q; only t=<device token> is understood", name)
 		case !ok || v == "":
-			return "", tether.Errorf(tether.EINVALID, "t= is empty; give the device token as t=<device>.<secret>")
+			return "", nil, tether.Errorf(tether.EINVALID, "t= is empty; give the device token as t=<device>.<secret>")
 		case seen:
-			return "", tether.Errorf(tether.EINVALID, "t= is given twice")
+			return "", nil, tether.Errorf(tether.EINVALID, "t= is given twice")
 		case len(v) > maxToken:
-			return "", tether.Errorf(tether.EINVALID, "t= is %d bytes; a device token is at most %d", len(v), maxToken)
+			return "", nil, tether.Errorf(tether.EINVALID, "t= is %d bytes; a device token is at most %d", len(v), maxToken)
 		}
 		token, seen = v, true
 	}
-	return token, nil
+	return token, params, nil
 }
 
 func printable(s string) bool {
