@@ -11,11 +11,14 @@ import (
 // deviceView is a device as the API shows it.
 type deviceView struct {
 	*tether.Device
+	// Profile is shown also when empty (the device's own field is left
+	// out then), so that "no profile" is visible.
+	Profile         string `json:"profile"`
 	RefusedMessages uint64 `json:"refused_messages"`
 }
 
 func (s *Server) view(d *tether.Device) deviceView {
-	return deviceView{Device: d, RefusedMessages: s.stats.Refused(d.ID)}
+	return deviceView{Device: d, Profile: d.ProfileID, RefusedMessages: s.stats.Refused(d.ID)}
 }
 
 type deviceInput struct {
@@ -23,6 +26,7 @@ type deviceInput struct {
 	Name     *string           `json:"name"`
 	Labels   map[string]string `json:"labels"`
 	Metadata map[string]any    `json:"metadata"`
+	Profile  *string           `json:"profile"`
 }
 
 func (s *Server) createDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
@@ -33,6 +37,9 @@ func (s *Server) createDevice(w http.ResponseWriter, r *http.Request, k *tether.
 	d := tether.Device{ID: in.ID, Labels: in.Labels, Metadata: in.Metadata}
 	if in.Name != nil {
 		d.Name = *in.Name
+	}
+	if in.Profile != nil {
+		d.ProfileID = *in.Profile
 	}
 	dev, token, err := s.reg.CreateDevice(r.Context(), k.TenantID, d)
 	if err != nil {
@@ -59,8 +66,15 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.A
 	if err != nil {
 		return err
 	}
+	status := q.Get("status")
+	switch status {
+	case "", tether.PresenceOnline, tether.PresenceStale, tether.PresenceOffline:
+	default:
+		return tether.Errorf(tether.EINVALID, "status %q must be online, stale or offline", status)
+	}
 	devs, err := s.reg.Devices(r.Context(), tether.DeviceFilter{
-		TenantID: k.TenantID, Labels: labels, After: q.Get("cursor"), Limit: limit + 1,
+		TenantID: k.TenantID, Labels: labels, Profile: q.Get("profile"), Status: status,
+		After: q.Get("cursor"), Limit: limit + 1,
 	})
 	if err != nil {
 		return err
@@ -113,7 +127,7 @@ func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, k *tether.
 		return tether.Errorf(tether.EINVALID, "a device's id cannot be changed")
 	}
 	d, err := s.reg.UpdateDevice(r.Context(), k.TenantID, r.PathValue("id"), tether.DeviceUpdate{
-		Name: in.Name, Labels: in.Labels, Metadata: in.Metadata,
+		Name: in.Name, Labels: in.Labels, Metadata: in.Metadata, Profile: in.Profile,
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,9 @@
 // Package httpapi is Tether's REST API under /api/v1: devices and their
-// credentials, telemetry queries and latest values, authenticated with API
-// keys. Errors are RFC 9457 problem details; the mapping from
+// credentials, telemetry queries and latest values, profiles, shadows,
+// commands, presence, quarantined points and provisioning, authenticated
+// with API keys; and the HTTP endpoints of devices (ingest, their shadow,
+// command long-poll and replies, self-registration with a provisioning
+// key). Errors are RFC 9457 problem details; the mapping from
 // [tether.Error] codes to HTTP statuses lives here and nowhere else.
 package httpapi
 
@@ -17,6 +20,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/tether-iot/tether"
@@ -79,6 +83,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// PublishTimeout bounds how long an ingest request waits for the bus.
 	PublishTimeout time.Duration
+	// Services are the device-state services; the routes of each one that
+	// is nil answer 503.
+	Services Services
 }
 
 // Server is the HTTP API server.
@@ -87,12 +94,26 @@ type Server struct {
 	tel   Telemetry
 	in    Ingestor
 	stats Stats
+	sv    Services
 	log   *slog.Logger
 	now   func() time.Time
 
 	ln, tlsLn net.Listener
 	srv       *http.Server
 	timeout   time.Duration
+
+	// closing ends long polls and waits when the server shuts down, so
+	// that they do not hold the shutdown up.
+	closing context.Context
+	close   context.CancelFunc
+
+	// polls are the devices' command long-polls waiting for a command,
+	// by tenant and device, oldest first; inflight the commands handed
+	// to a poll and not yet marked delivered, so that a poll does not
+	// pass a device a command another poll is writing to it.
+	mu       sync.Mutex
+	polls    map[deviceKey][]*poll
+	inflight map[string]bool
 }
 
 // New builds the server and binds its listener, so that Addr is known
@@ -101,7 +122,9 @@ func New(reg Registry, tel Telemetry, in Ingestor, stats Stats, o Options) (*Ser
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = 10 * time.Second
 	}
-	s := &Server{reg: reg, tel: tel, in: in, stats: stats, log: o.Logger, now: time.Now, timeout: o.PublishTimeout}
+	s := &Server{reg: reg, tel: tel, in: in, stats: stats, sv: o.Services, log: o.Logger, now: time.Now, timeout: o.PublishTimeout,
+		polls: map[deviceKey][]*poll{}, inflight: map[string]bool{}}
+	s.closing, s.close = context.WithCancel(context.Background())
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", o.Addr, err)
@@ -161,8 +184,12 @@ func (s *Server) Serve() error {
 	return err
 }
 
-// Shutdown stops accepting and waits for requests in flight.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Shutdown stops accepting and waits for requests in flight. Long polls
+// and waiting command requests answer at once with what they have.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.close()
+	return s.srv.Shutdown(ctx)
+}
 
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
@@ -176,7 +203,15 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write(openapiJSON)
 	})
 	api := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) {
-		mux.Handle(pattern, s.authenticated(h))
+		mux.Handle(pattern, s.authenticated(h, false))
+	}
+	// Commands are sent, and followed, by keys of any role: the command's
+	// definition in the profile says which roles may send it.
+	anyRole := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) {
+		mux.Handle(pattern, s.authenticated(h, true))
+	}
+	device := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.Device) error) {
+		mux.Handle(pattern, s.deviceAuthenticated(h))
 	}
 	api("POST /api/v1/devices", s.createDevice)
 	api("GET /api/v1/devices", s.listDevices)
@@ -195,19 +230,55 @@ func (s *Server) Handler() http.Handler {
 	api("POST /api/v1/cas", s.addCA)
 	api("GET /api/v1/cas", s.listCAs)
 	api("DELETE /api/v1/cas/{id}", s.deleteCA)
-	// Devices, not programs, call ingest, with their own credentials.
+
+	api("POST /api/v1/profiles", needs(s.sv.Profiles != nil, "profile", s.createProfile))
+	api("GET /api/v1/profiles", needs(s.sv.Profiles != nil, "profile", s.listProfiles))
+	api("GET /api/v1/profiles/{id}", needs(s.sv.Profiles != nil, "profile", s.getProfile))
+	api("PUT /api/v1/profiles/{id}", needs(s.sv.Profiles != nil, "profile", s.putProfile))
+	api("DELETE /api/v1/profiles/{id}", needs(s.sv.Profiles != nil, "profile", s.deleteProfile))
+
+	api("GET /api/v1/devices/{id}/shadow", needs(s.sv.Shadows != nil, "shadow", s.getShadow))
+	api("PATCH /api/v1/devices/{id}/shadow", needs(s.sv.Shadows != nil, "shadow", s.updateShadow))
+	api("GET /api/v1/devices/{id}/shadows", needs(s.sv.Shadows != nil, "shadow", s.shadowNames))
+	api("GET /api/v1/devices/{id}/shadows/{name}", needs(s.sv.Shadows != nil, "shadow", s.getShadow))
+	api("PATCH /api/v1/devices/{id}/shadows/{name}", needs(s.sv.Shadows != nil, "shadow", s.updateShadow))
+	api("DELETE /api/v1/devices/{id}/shadows/{name}", needs(s.sv.Shadows != nil, "shadow", s.deleteShadow))
+
+	anyRole("POST /api/v1/devices/{id}/commands", needs(s.sv.Commands != nil, "command", s.sendCommand))
+	anyRole("GET /api/v1/devices/{id}/commands", needs(s.sv.Commands != nil, "command", s.listCommands))
+	anyRole("GET /api/v1/devices/{id}/commands/{cid}", needs(s.sv.Commands != nil, "command", s.getCommand))
+	api("POST /api/v1/devices/{id}/commands/{cid}/confirm", needs(s.sv.Commands != nil, "command", s.confirmCommand))
+
+	api("GET /api/v1/devices/{id}/presence", needs(s.sv.Presence != nil, "presence", s.getPresence))
+	api("GET /api/v1/devices/{id}/quarantine", needs(s.sv.Quarantine != nil, "quarantine", s.quarantine))
+
+	api("POST /api/v1/devices/import", needs(s.sv.Provision != nil, "provisioning", s.importDevices))
+	api("POST /api/v1/provisioning-keys", needs(s.sv.Provision != nil, "provisioning", s.createProvisioningKey))
+	api("GET /api/v1/provisioning-keys", needs(s.sv.Provision != nil, "provisioning", s.listProvisioningKeys))
+	api("DELETE /api/v1/provisioning-keys/{id}", needs(s.sv.Provision != nil, "provisioning", s.revokeProvisioningKey))
+	api("POST /api/v1/provisioning-keys/{id}/rotate", needs(s.sv.Provision != nil, "provisioning", s.rotateProvisioningKey))
+
+	// Devices, not programs, call these, with their own credentials.
 	mux.HandleFunc("POST /api/v1/ingest", s.ingest)
+	device("GET /api/v1/device/shadow", needs(s.sv.Shadows != nil, "shadow", s.deviceGetShadow))
+	device("POST /api/v1/device/shadow", needs(s.sv.Shadows != nil, "shadow", s.deviceUpdateShadow))
+	device("GET /api/v1/device/commands", needs(s.sv.Commands != nil, "command", s.pollCommands))
+	device("POST /api/v1/device/commands/{cid}/reply", needs(s.sv.Commands != nil, "command", s.replyCommand))
+	// A device that has no credential yet registers itself with its
+	// profile's provisioning key.
+	mux.HandleFunc("POST /api/v1/provision", s.provision)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, tether.Errorf(tether.ENOTFOUND, "no API route %s %s; see /api/v1/openapi.json", r.Method, r.URL.Path))
 	})
 	return mux
 }
 
-// authenticated checks the bearer API key and runs h with it.
-func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) http.Handler {
+// authenticated checks the bearer API key and runs h with it. Unless
+// anyRole, the key must be an admin's.
+func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, *tether.APIKey) error, anyRole bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, err := s.reg.AuthenticateAPIKey(r.Context(), bearer(r))
-		if err == nil && key.Role != tether.RoleAdmin {
+		if err == nil && !anyRole && key.Role != tether.RoleAdmin {
 			err = tether.Errorf(tether.EFORBIDDEN, "API key %s has role %s, which may not do this", key.ID, key.Role)
 		}
 		if err != nil {
@@ -221,6 +292,45 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, *tethe
 			s.problem(w, r, err)
 		}
 	})
+}
+
+// deviceAuthenticated authenticates a device as ingest does (token or
+// client certificate), records its activity with the presence service and
+// runs h with it.
+func (s *Server) deviceAuthenticated(h func(http.ResponseWriter, *http.Request, *tether.Device) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, err := s.ingestDevice(r)
+		if err != nil {
+			if tether.ErrorCode(err) == tether.EUNAUTHORIZED {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="tether-devices"`)
+			}
+			s.problem(w, r, err)
+			return
+		}
+		s.seen(d)
+		if err := h(w, r, d); err != nil {
+			s.problem(w, r, err)
+		}
+	})
+}
+
+// seen tells the presence service, if there is one, that the device made
+// a request.
+func (s *Server) seen(d *tether.Device) {
+	if s.sv.Presence != nil {
+		s.sv.Presence.Seen(d, "http")
+	}
+}
+
+// needs returns h if its service is configured (ok), else a handler that
+// answers 503 naming the service.
+func needs[C any](ok bool, service string, h func(http.ResponseWriter, *http.Request, C) error) func(http.ResponseWriter, *http.Request, C) error {
+	if ok {
+		return h
+	}
+	return func(http.ResponseWriter, *http.Request, C) error {
+		return tether.Errorf(tether.EUNAVAILABLE, "this node does not run the %s service", service)
+	}
 }
 
 func bearer(r *http.Request) string {
@@ -256,7 +366,26 @@ type Problem struct {
 	// Reason is the machine-readable reason a telemetry payload was
 	// refused (telemetry.Error's Reason), on ingest only.
 	Reason string `json:"reason,omitempty"`
+	// Command is the command a guardrail refused, stored with status
+	// rejected and its reason.
+	Command *tether.Command `json:"command,omitempty"`
+	// CurrentVersion is a shadow's version when an update named another.
+	CurrentVersion *int64 `json:"current_version,omitempty"`
+	// Rows names each bad row of a bulk import.
+	Rows []tether.RowError `json:"rows,omitempty"`
 }
+
+// detailedError carries what a problem shows beyond the error's code and
+// message, and the status when it is not the code's.
+type detailedError struct {
+	err            error
+	status         int
+	command        *tether.Command
+	currentVersion *int64
+}
+
+func (e *detailedError) Error() string { return e.err.Error() }
+func (e *detailedError) Unwrap() error { return e.err }
 
 func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
 	code := tether.ErrorCode(err)
@@ -280,15 +409,31 @@ func (s *Server) problem(w http.ResponseWriter, r *http.Request, err error) {
 			status = http.StatusUnprocessableEntity
 		}
 	}
+	p := Problem{Detail: detail, Code: code, Reason: reason}
+	var de *detailedError
+	if errors.As(err, &de) {
+		if de.status != 0 {
+			status = de.status
+		}
+		p.Command, p.CurrentVersion = de.command, de.currentVersion
+	}
+	// A bulk import with bad rows is 422 and names them. The rows are
+	// the point, so an import error that carries no tether code is still
+	// shown as invalid rather than as an internal error.
+	var re RowErrors
+	if errors.As(err, &re) {
+		if code == tether.EINTERNAL {
+			p.Code, p.Detail = tether.EINVALID, re.Error()
+		}
+		code, status, p.Rows = p.Code, http.StatusUnprocessableEntity, re.RowErrors()
+	}
 	if code == tether.EINTERNAL {
 		s.log.Error("api", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	p.Type, p.Title, p.Status = "about:blank", http.StatusText(status), status
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(Problem{
-		Type: "about:blank", Title: http.StatusText(status), Status: status,
-		Detail: detail, Code: code, Reason: reason,
-	})
+	_ = json.NewEncoder(w).Encode(p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -35,6 +35,7 @@ func (s *Server) doIngest(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
+	s.seen(d)
 	if ok, wait := s.in.Allow(d); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 		return tether.Errorf(tether.ETOOMANY, "device %s is over its publish rate; the message was dropped", d.ID)
