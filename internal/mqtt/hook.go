@@ -24,8 +24,34 @@ import (
 
 // anonPrefix scopes an anonymous client's ID inside the broker. '~' is
 // not allowed in a device ID, so it can never be mistaken for a device's
-// scope.
-const anonPrefix = "~anon:"
+// scope; nor can the scopes of provisioning clients ("~prov:<client id>")
+// and applications ("~app:<tenant>:<client id>").
+const (
+	anonPrefix = "~anon:"
+	provPrefix = "~prov:"
+	appPrefix  = "~app:"
+)
+
+// The usernames of the clients that are not devices: a device registering
+// itself with a provisioning key, and an application reading its
+// tenant's events with an API key.
+const (
+	provisionUser = "$provision"
+	appUser       = "$app"
+)
+
+// The top-level topics only their owners may use: a provisioning client
+// its own $provision/<client id>/…, an application $events/<its tenant>/….
+// Nobody else, lab-mode clients included, may read or write them: a
+// provisioning answer carries the new device's token.
+const (
+	provisionTopic = "$provision"
+	eventsTopic    = "$events"
+)
+
+// inlineID is the origin of the messages the gateway publishes itself
+// (commands, shadow answers, events), by which it knows a command's PUBACK.
+const inlineID = "~tether"
 
 // refusedMark is put in front of a topic the broker would drop without a
 // word (a PUBLISH to $SYS/…, which mochi ignores even at QoS 1, leaving
@@ -54,6 +80,16 @@ type hook struct {
 	closing  atomic.Bool
 	inflight sync.WaitGroup
 
+	// The calls to the services made off the packet loops run in order
+	// per device (see [queues]), under svcCtx, which outlives ctx so that
+	// the disconnects at shutdown are still recorded.
+	queues     *queues
+	svcCtx     context.Context
+	svcCancel  context.CancelFunc
+	inline     *mochi.Client // publishes the gateway's own messages
+	desired    *desiredIndex
+	provisions *limit.Keyed // registrations per source address
+
 	// devices holds the authenticated devices with their live clients.
 	// It is keyed by device ID rather than by client, so that it stays
 	// bounded by the number of devices even for clients the broker drops
@@ -61,11 +97,22 @@ type hook struct {
 	// those are pruned on the device's next connect.
 	mu      sync.RWMutex
 	devices map[string]*entry
+	// provs holds the live provisioning clients by the client ID (the
+	// device ID) they asked for: one at a time each.
+	provs map[string]*provClient
 }
 
 type entry struct {
 	device  *tether.Device
-	clients map[*mochi.Client]struct{}
+	clients map[*mochi.Client]*conn
+}
+
+// conn is what the gateway knows of one device connection.
+type conn struct {
+	hasWill bool // the client left a will at CONNECT
+	present bool // its session was present at CONNECT (it resumed one)
+	ready   bool // Commands.Ready was called for this connection
+	seq     atomic.Int64
 }
 
 func newHook(srv *mochi.Server, auth Authenticator, in Ingestor, o Options) *hook {
@@ -75,10 +122,22 @@ func newHook(srv *mochi.Server, auth Authenticator, in Ingestor, o Options) *hoo
 		notices:  limit.New(1, 1),
 		retained: newRetainedIndex(maxRetainedPerDevice, maxRetainedAnonymous),
 		devices:  map[string]*entry{},
+		provs:    map[string]*provClient{},
+		queues:   newQueues(),
+		inline:   srv.NewClient(nil, mochi.LocalListener, inlineID, true),
+		desired:  newDesiredIndex(maxDesired),
+		// Registrations are cheap to refuse but each one tried is a
+		// guess at a key: a few a second per address is plenty for a
+		// device that registers once.
+		provisions: limit.New(1, 5),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.svcCtx, h.svcCancel = context.WithCancel(context.Background())
 	return h
 }
+
+// stopServices ends the calls to the services still running.
+func (h *hook) stopServices() { h.svcCancel() }
 
 // ID names the hook.
 func (h *hook) ID() string { return "tether" }
@@ -90,6 +149,10 @@ func (h *hook) Provides(b byte) bool {
 		mochi.OnPublish, mochi.OnDisconnect, mochi.OnSelectSubscribers, mochi.OnRetainMessage,
 		mochi.OnRetainedExpired, mochi.OnWill, mochi.OnClientExpired, mochi.OnSysInfoTick:
 		return true
+	case mochi.OnSessionEstablish, mochi.OnSessionEstablished:
+		return h.opts.Presence != nil || h.opts.Commands != nil
+	case mochi.OnSubscribed, mochi.OnQosComplete:
+		return h.opts.Commands != nil
 	}
 	return false
 }
@@ -105,7 +168,7 @@ func owner(d *tether.Device) string {
 
 // deviceOf returns the device a scoped client ID belongs to.
 func deviceOf(clientID string) (string, bool) {
-	if strings.HasPrefix(clientID, anonPrefix) {
+	if strings.HasPrefix(clientID, "~") {
 		return "", false
 	}
 	i := strings.IndexByte(clientID, ':')
@@ -120,7 +183,9 @@ func deviceOf(clientID string) (string, bool) {
 // connection limit. Authentication is done here rather than in
 // OnConnectAuthenticate so that a refusal can answer "not authorized"
 // (5.0: 0x87, 3.1.1: 0x05); the broker's own refusal says "bad user name
-// or password".
+// or password". The usernames $provision and $app name the clients that
+// are not devices (see identifyProvisioning and identifyApp); they may
+// leave no will.
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	v5 := cl.Properties.ProtocolVersion == 5
 	user := string(pk.Connect.Username)
@@ -128,8 +193,23 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		h.log.Debug("mqtt connect refused: connect rate", "remote", cl.Net.Remote)
 		return h.refuseCode(cl, packets.ErrConnectionRateExceeded, packets.ErrServerUnavailable)
 	}
-	d, err := h.identify(cl, pk)
+	var (
+		d   *tether.Device
+		sp  *special
+		err error
+	)
+	switch user {
+	case provisionUser:
+		sp, err = h.identifyProvisioning(cl, pk)
+	case appUser:
+		sp, err = h.identifyApp(cl, pk)
+	default:
+		d, err = h.identify(cl, pk)
+	}
 	if err != nil {
+		if errors.Is(err, errBadClientID) {
+			return h.refuseCode(cl, packets.ErrClientIdentifierNotValid, packets.ErrClientIdentifierNotValid)
+		}
 		return h.refuse(cl, user, err)
 	}
 	if most := h.opts.MaxKeepAlive; most > 0 && (pk.Connect.Keepalive == 0 || pk.Connect.Keepalive > most) {
@@ -144,7 +224,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		// enforces it (1.5 times) from then on.
 		cl.State.Keepalive, cl.State.ServerKeepalive = most, true
 	}
-	if pk.Connect.WillFlag && !mayPublish(d, pk.Connect.WillTopic) {
+	if pk.Connect.WillFlag && (sp != nil || !mayPublish(anonPrefix, d, pk.Connect.WillTopic)) {
 		// A will is published by the broker without the publish checks,
 		// so it is checked here, as Mosquitto does.
 		h.log.Debug("mqtt connect refused: will topic", "remote", cl.Net.Remote)
@@ -154,19 +234,33 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	// Client IDs are scoped by owner: the broker looks sessions up by
 	// client ID alone, so without this a device that used another's client
 	// ID would take over its connection and inherit its session.
-	if d != nil {
+	switch {
+	case sp != nil:
+		cl.ID = sp.id
+		cl.Properties.Username = []byte(sp.owner)
+		if sp.key != "" {
+			// A provisioning session never outlives its connection: it
+			// exists for one answer, which carries a token.
+			cl.Properties.Clean = true
+			cl.Properties.Props.SessionExpiryInterval = 0
+		}
+	case d != nil:
 		cl.ID = d.ID + ":" + cl.ID
 		cl.Properties.Username = []byte(owner(d))
 		h.clearRetainedOfOthers(d)
-	} else {
+	default:
 		cl.ID = anonPrefix + cl.ID
 		cl.Properties.Username = nil
 	}
 	if err := h.claimSession(cl); err != nil {
 		return h.refuseCode(cl, packets.ErrServerUnavailable, packets.ErrServerUnavailable)
 	}
+	if sp != nil && sp.key != "" && !h.registerProvisioning(cl, sp.key) {
+		h.log.Debug("mqtt connect refused: provisioning client ID in use", "remote", cl.Net.Remote)
+		return h.refuseCode(cl, packets.ErrServerBusy, packets.ErrServerUnavailable)
+	}
 	if d != nil {
-		if !h.register(cl, d) {
+		if !h.register(cl, d, &conn{hasWill: pk.Connect.WillFlag}) {
 			h.log.Debug("mqtt connect refused: connections per device", "device", d.ID, "max", h.opts.MaxConnectionsPerDevice)
 			return h.refuseCode(cl, packets.ErrQuotaExceeded, packets.ErrServerUnavailable)
 		}
@@ -287,12 +381,12 @@ func (h *hook) purge(cl *mochi.Client) {
 // register adds a client to its device's live clients, unless the device
 // has as many as it may have. A client taking over a connection under the
 // same client ID does not count: the broker is about to close the old one.
-func (h *hook) register(cl *mochi.Client, d *tether.Device) bool {
+func (h *hook) register(cl *mochi.Client, d *tether.Device, c *conn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.devices[d.ID]
 	if e == nil {
-		e = &entry{clients: map[*mochi.Client]struct{}{}}
+		e = &entry{clients: map[*mochi.Client]*conn{}}
 		h.devices[d.ID] = e
 	}
 	e.device = d
@@ -311,7 +405,7 @@ func (h *hook) register(cl *mochi.Client, d *tether.Device) bool {
 		}
 		return false
 	}
-	e.clients[cl] = struct{}{}
+	e.clients[cl] = c
 	return true
 }
 
@@ -336,11 +430,21 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, _ packets.Packet) bool {
 	if _, ok := deviceOf(cl.ID); ok {
 		return h.device(cl) != nil
 	}
-	return strings.HasPrefix(cl.ID, anonPrefix)
+	return strings.HasPrefix(cl.ID, anonPrefix) || strings.HasPrefix(cl.ID, provPrefix) || strings.HasPrefix(cl.ID, appPrefix)
 }
 
-// OnDisconnect forgets the client.
-func (h *hook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.unregister(cl) }
+// OnDisconnect forgets the client, and records why a device's connection
+// ended.
+func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	if strings.HasPrefix(cl.ID, provPrefix) {
+		h.unregisterProvisioning(cl)
+		return
+	}
+	if d, c := h.connOf(cl); d != nil {
+		h.disconnected(cl, d, c, err)
+	}
+	h.unregister(cl)
+}
 
 // live returns the live clients of a device.
 func (h *hook) live(deviceID string) []*mochi.Client {
@@ -401,38 +505,60 @@ func (h *hook) clearRetained(deviceID string) {
 
 // device returns the device a live client authenticated as, or nil.
 func (h *hook) device(cl *mochi.Client) *tether.Device {
+	d, _ := h.connOf(cl)
+	return d
+}
+
+// connOf returns the device a live client authenticated as, with what
+// the gateway knows of its connection, or nil.
+func (h *hook) connOf(cl *mochi.Client) (*tether.Device, *conn) {
 	id, ok := deviceOf(cl.ID)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if e := h.devices[id]; e != nil {
-		if _, ok := e.clients[cl]; ok {
-			return e.device
+		if c, ok := e.clients[cl]; ok {
+			return e.device, c
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// mayPublish reports whether a device (nil: an anonymous client) may
-// publish on a topic: a device in its own tree, an anonymous client
-// outside devices/, nobody on $SYS.
-func mayPublish(d *tether.Device, topic string) bool {
+// mayPublish reports whether the client with a scoped ID, a device's (d)
+// or not (d nil), may publish on a topic: a device in its own tree, a
+// provisioning client on $provision/<its client id>, an application
+// nowhere, an anonymous client outside devices/, $provision and $events;
+// nobody on $SYS.
+func mayPublish(clientID string, d *tether.Device, topic string) bool {
 	// $SYS is the broker's; other $ topics are anyone's, as in Mosquitto
-	// (and no wildcard matches them).
+	// (and no wildcard matches them), except the gateway's own.
 	if topic == "" || strings.EqualFold(firstLevel(topic), "$SYS") || strings.HasPrefix(topic, refusedMark) {
 		return false
 	}
-	if d == nil {
-		return firstLevel(topic) != "devices"
+	switch {
+	case d != nil:
+		return strings.HasPrefix(topic, "devices/"+d.ID+"/")
+	case strings.HasPrefix(clientID, provPrefix):
+		return topic == provisionTopic+"/"+clientID[len(provPrefix):]
+	case strings.HasPrefix(clientID, appPrefix):
+		return false
 	}
-	return strings.HasPrefix(topic, "devices/"+d.ID+"/")
+	return !reserved(firstLevel(topic))
+}
+
+// reserved reports whether a first topic level is outside an anonymous
+// client's reach.
+func reserved(first string) bool {
+	return first == "devices" || first == provisionTopic || first == eventsTopic
 }
 
 // mayRead reports whether the client with a scoped ID may subscribe to a
-// filter, or receive a message on a topic: a device in its own tree, an
-// anonymous client outside devices/ ($SYS included, read-only). A shared
+// filter, or receive a message on a topic: a device in its own tree, a
+// provisioning client under $provision/<its client id>/, an application
+// under $events/<its tenant>/, an anonymous client outside devices/,
+// $provision and $events ($SYS included, read-only). A shared
 // subscription is judged by its filter. A filter such as # or +/x is
 // allowed to an anonymous client, which still never receives a message
 // under devices/: this is also checked for every message delivered.
@@ -442,8 +568,14 @@ func mayRead(clientID, filter string) bool {
 			filter = f
 		}
 	}
-	if strings.HasPrefix(clientID, anonPrefix) {
-		return firstLevel(filter) != "devices"
+	switch {
+	case strings.HasPrefix(clientID, anonPrefix):
+		return !reserved(firstLevel(filter))
+	case strings.HasPrefix(clientID, provPrefix):
+		return strings.HasPrefix(filter, provisionTopic+"/"+clientID[len(provPrefix):]+"/")
+	case strings.HasPrefix(clientID, appPrefix):
+		tenant, _, ok := strings.Cut(clientID[len(appPrefix):], ":")
+		return ok && strings.HasPrefix(filter, eventsTopic+"/"+tenant+"/")
 	}
 	dev, ok := deviceOf(clientID)
 	return ok && strings.HasPrefix(filter, "devices/"+dev+"/")
@@ -531,7 +663,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 			return h.overBudget(cl, d, pk, retry)
 		}
 	}
-	if !mayPublish(d, pk.TopicName) {
+	if !mayPublish(cl.ID, d, pk.TopicName) {
 		h.log.Debug("mqtt publish refused", "client", truncate(cl.ID), "topic", truncate(strings.TrimPrefix(pk.TopicName, refusedMark)))
 		return h.refusePublish(cl, pk, packets.ErrNotAuthorized)
 	}
@@ -542,7 +674,18 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		}
 		return h.refusePublish(cl, pk, packets.Code{Code: packets.ErrQuotaExceeded.Code, Reason: reason})
 	}
-	if d == nil || pk.TopicName != "devices/"+d.ID+"/telemetry" {
+	if strings.HasPrefix(cl.ID, provPrefix) {
+		return h.provision(cl, pk)
+	}
+	if d == nil {
+		return pk, nil
+	}
+	// The device's requests to the services, each answered in this
+	// client's packet loop like telemetry: the PUBACK follows the answer.
+	rest := pk.TopicName[len("devices/")+len(d.ID)+1:]
+	shadow, isShadow := h.shadowTopic(rest)
+	command, isReply := h.replyTopic(rest)
+	if rest != "telemetry" && !isShadow && !isReply {
 		return pk, nil
 	}
 	h.inflight.Add(1)
@@ -550,6 +693,12 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	if h.closing.Load() {
 		// Not acknowledged: the device sends it again to the next server.
 		return pk, packets.ErrRejectPacket
+	}
+	switch {
+	case isShadow:
+		return h.shadowRequest(cl, d, pk, shadow)
+	case isReply:
+		return h.commandReply(cl, d, pk, command)
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, h.opts.PublishTimeout)
 	defer cancel()

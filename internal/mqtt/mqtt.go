@@ -13,6 +13,21 @@
 // credential may use every topic outside devices/, and never reads one
 // inside it; $SYS is the server's, read-only.
 //
+// With the services in [Options], a device also keeps its shadow
+// (devices/<id>/shadow[/name/<name>]/update and /get, answered on
+// …/accepted or …/rejected, and …/delta when its desired state changes,
+// see [Gateway.ShadowChanged]), takes commands (the gateway is the
+// command service's transport, [Gateway.Deliver]; the device replies on
+// devices/<id>/commands/<command id>/reply) and has its presence recorded,
+// with why each connection ended. Two kinds of clients are not devices: a
+// device registering itself connects with the username $provision, a
+// provisioning key as password and the device ID it wants as client ID,
+// publishes on $provision/<client id> and reads its credentials on
+// $provision/<client id>/accepted; an application connects with the
+// username $app and an API key, and reads its tenant's events on
+// $events/<tenant>/<kind>/<device> ([Gateway.PublishEvent]). Nobody else
+// reads or writes $provision or $events.
+//
 // The gateway guards itself: connects per source address, connections per
 // device, the keep-alive a client may ask for, the time a socket may take
 // to authenticate, each device's publish budget (shared with the other
@@ -21,7 +36,8 @@
 // in-flight messages) and retained messages survive a restart.
 //
 // Inside the broker a client ID is scoped by its owner, "<device>:<client
-// id>" for a device and "~anon:<client id>" for an anonymous client,
+// id>" for a device and "~anon:<client id>" for an anonymous client
+// ("~prov:<client id>" and "~app:<tenant>:<client id>" for the others),
 // because the broker finds sessions by client ID alone; and a client's
 // username is its owner's identity (tenant, device ID and creation time),
 // stored with its session, so that a session restored from the store is
@@ -96,6 +112,24 @@ type Options struct {
 	// StoreDir holds sessions, queued messages and retained messages
 	// across restarts; empty keeps them in memory only.
 	StoreDir string
+
+	// The services behind the device features; each nil one turns its
+	// feature off (its topics are then ordinary topics of the device's
+	// tree, or refused).
+	//
+	// Shadows answers devices/<id>/shadow[/name/<n>]/update and /get.
+	Shadows Shadows
+	// Commands hears when a device can take commands, their PUBACKs and
+	// the device's replies on devices/<id>/commands/<cid>/reply.
+	Commands Commands
+	// Presence records each device connection and why it ended.
+	Presence Presence
+	// Provisioner registers clients that connect with the username
+	// $provision and a provisioning key as password.
+	Provisioner Provisioner
+	// Apps authenticates clients that connect with the username $app and
+	// an API key as password, to read $events/<tenant>/#.
+	Apps Apps
 }
 
 // Bounds on retained messages, so that a runaway device (or lab client)
@@ -259,7 +293,8 @@ func (g *Gateway) Forget(deviceID string) int { return g.hook.forget(deviceID) }
 // are not acknowledged (so the devices send them again), the ones already
 // on their way to the bus finish and are acknowledged, then every client
 // is disconnected and, with a store, the state is flushed to disk and the
-// store closed.
+// store closed; last, the presence service hears of each disconnect
+// (server_shutdown) and the command service of the last acknowledgements.
 func (g *Gateway) Close(ctx context.Context) error {
 	if g.closed.Swap(true) {
 		return nil
@@ -287,6 +322,12 @@ func (g *Gateway) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, errors.New("mqtt: the broker did not stop in time"))
 	}
+	// The clients' disconnects (server_shutdown) and acknowledgements are
+	// still on their way to the services.
+	if err := g.hook.queues.drain(ctx); err != nil {
+		errs = append(errs, errors.New("mqtt: presence and command updates did not finish in time"))
+	}
+	g.hook.stopServices()
 	return errors.Join(errs...)
 }
 
