@@ -660,6 +660,12 @@ func (s *Service) Reply(ctx context.Context, tenant, deviceID, id string, r teth
 		case c.Status == tether.CommandAwaitingConfirmation:
 			return false, tether.Errorf(tether.ECONFLICT, "command %q was not sent", c.ID)
 		}
+		if c.Status != tether.CommandDelivered {
+			// A reply that overtakes the transport's acknowledgement
+			// (an MQTT client replies before it sends the PUBACK) still
+			// proves delivery, so the history says so.
+			transition(c, tether.CommandDelivered, "", now)
+		}
 		c.Result = r.Result
 		transition(c, status, reason, now)
 		return true, nil
