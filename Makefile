@@ -66,6 +66,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCBORToJSON -fuzztime 30s ./internal/telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzParseQuery -fuzztime 15s ./internal/coap/
 	$(GO) test -run '^$$' -fuzz FuzzIngest -fuzztime 30s ./internal/httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzMerge -fuzztime 30s ./internal/shadow/
+	$(GO) test -run '^$$' -fuzz FuzzParseCSV -fuzztime 30s ./internal/provision/
+	$(GO) test -run '^$$' -fuzz FuzzProfile -fuzztime 30s ./internal/profile/
 
 clean:
 	rm -rf bin out

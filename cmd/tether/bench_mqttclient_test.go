@@ -79,23 +79,21 @@ func (c *mqttClient) Close() error { return c.conn.Close() }
 
 // publish sends one PUBLISH and returns its packet identifier (0 at QoS 0).
 func (c *mqttClient) publish(topic string, qos byte, payload []byte) (uint16, error) {
-	n := 2 + len(topic) + len(payload)
 	var id uint16
 	if qos > 0 {
-		n += 2
-		if c.id++; c.id == 0 {
-			c.id = 1
-		}
-		id = c.id
+		id = c.nextID()
 	}
-	c.out = appendMQTTLength(append(c.out[:0], 0x30|qos<<1), n)
-	c.out = appendMQTTString(c.out, topic)
-	if qos > 0 {
-		c.out = append(c.out, byte(id>>8), byte(id))
-	}
-	c.out = append(c.out, payload...)
+	c.out = appendPublish(c.out[:0], topic, qos, id, payload)
 	_, err := c.conn.Write(c.out)
 	return id, err
+}
+
+// nextID returns the next packet identifier (never 0).
+func (c *mqttClient) nextID() uint16 {
+	if c.id++; c.id == 0 {
+		c.id = 1
+	}
+	return c.id
 }
 
 // waitAck reads until the PUBACK of packet id.

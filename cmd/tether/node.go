@@ -16,6 +16,7 @@ import (
 	"github.com/tether-iot/tether/internal/bus"
 	"github.com/tether-iot/tether/internal/certs"
 	"github.com/tether-iot/tether/internal/coap"
+	"github.com/tether-iot/tether/internal/command"
 	"github.com/tether-iot/tether/internal/config"
 	"github.com/tether-iot/tether/internal/httpapi"
 	"github.com/tether-iot/tether/internal/ingest"
@@ -51,7 +52,9 @@ type Main struct {
 	CoAP     *coap.Gateway
 	HTTP     *httpapi.Server
 
+	services    *services
 	unsubscribe func()
+	unsubEvents func()
 	httpDone    chan error
 	stopWatch   context.CancelFunc
 }
@@ -118,10 +121,15 @@ func (m *Main) Run(ctx context.Context) error {
 	limits := telemetry.DefaultLimits()
 	limits.MaxPayload = cfg.MaxPayload
 	m.Ingestor = ingest.New(m.Bus, limits, cfg.DevicePublishRate, m.log.With("component", "ingest"))
+	if err := m.startServices(ctx); err != nil {
+		return err
+	}
+	sv := m.services
 
 	// The CoAP gateway exists before the writer, which tells it what was
 	// stored (its observers of /latest), but serves only after it.
-	co := coap.Options{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr, Logger: m.log.With("component", "coap")}
+	co := coap.Options{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr, Logger: m.log.With("component", "coap"),
+		Shadows: sv.Shadows, Commands: sv.Commands, Presence: sv.Presence}
 	if m.TLS != nil {
 		co.Certificate = m.TLS.Certificate
 	}
@@ -145,6 +153,8 @@ func (m *Main) Run(ctx context.Context) error {
 		AllowAnonymous: cfg.MQTTAllowAnonymous, MaxKeepAlive: uint16(cfg.MQTTMaxKeepAlive),
 		MaxConnectionsPerDevice: cfg.MQTTMaxConnectionsPerDevice, ConnectRatePerIP: cfg.ConnectRatePerIP,
 		ConnectTimeout: cfg.ConnectTimeout, StoreDir: filepath.Join(cfg.DataDir, "mqtt"),
+		Shadows: sv.Shadows, Commands: sv.Commands, Presence: sv.Presence,
+		Provisioner: mqttProvisioner{sv.Provision}, Apps: m.Registry,
 	}
 	if serverTLS != nil {
 		mo.TLSAddr, mo.WSSAddr, mo.TLS = cfg.MQTTSAddr, cfg.MQTTWSSAddr, serverTLS.Clone()
@@ -153,6 +163,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if m.unsubscribe, err = m.Bus.SubscribeLifecycle(m.onLifecycle); err != nil {
+		return err
+	}
+	if m.unsubEvents, err = m.Bus.SubscribeEvents("", m.onEvent); err != nil {
 		return err
 	}
 	if cfg.MQTTAllowAnonymous {
@@ -179,12 +192,15 @@ func (m *Main) Run(ctx context.Context) error {
 		m.log.Info("CoAP over DTLS listening", "addr", a)
 	}
 
-	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http")}
+	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http"), Services: sv.httpServices(m.DB)}
 	if serverTLS != nil {
 		ho.TLSAddr, ho.TLS = cfg.HTTPSAddr, serverTLS.Clone()
 	}
 	if m.HTTP, err = httpapi.New(m.Registry, m.DB, m.Ingestor, nodeStats{m}, ho); err != nil {
 		return err
+	}
+	for _, t := range []command.Transport{m.MQTT, m.CoAP, m.HTTP} {
+		sv.Commands.AddTransport(t)
 	}
 	m.httpDone = make(chan error, 1)
 	go func() { m.httpDone <- m.HTTP.Serve() }()
@@ -220,6 +236,7 @@ func (m *Main) onLifecycle(_, device, event string) {
 		if event == registry.EventDeleted {
 			n = m.MQTT.Forget(device)
 			m.Ingestor.Forget(device)
+			m.services.Checker.Forget(device)
 		} else {
 			n = m.MQTT.Disconnect(device)
 		}
@@ -310,12 +327,16 @@ func (m *Main) Close() error {
 	if m.unsubscribe != nil {
 		m.unsubscribe()
 	}
+	if m.unsubEvents != nil {
+		m.unsubEvents()
+	}
 	if m.HTTP != nil {
 		errs = append(errs, m.HTTP.Shutdown(ctx))
 		if m.httpDone != nil {
 			errs = append(errs, <-m.httpDone)
 		}
 	}
+	m.services.close()
 	if m.Writer != nil {
 		errs = append(errs, m.Writer.Close(ctx))
 	}
