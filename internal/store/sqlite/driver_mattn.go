@@ -26,6 +26,10 @@ func dsn(path string, write bool) string {
 	q.Set("_journal_mode", "WAL")
 	q.Set("_synchronous", "FULL")
 	q.Set("_foreign_keys", "on")
+	// Each connection keeps its prepared statements: preparing one costs
+	// more than running it for the short statements of the device state
+	// services (measured: a third of a command's CPU time).
+	q.Set("_stmt_cache_size", "128")
 	if write {
 		q.Set("_txlock", "immediate")
 		q.Set("_cache_size", writeCacheSize())

@@ -60,6 +60,8 @@ type DB struct {
 	read   *sql.DB
 	series *seriesCache
 	stmts  *stmtCache // on write
+	// commits groups short write transactions (see inWriteTx).
+	commits committer
 }
 
 // Open opens the store in the SQLite file at path, creating the file if it
@@ -235,12 +237,6 @@ func applyMigration(ctx context.Context, pool *sql.DB, m migration) error {
 		return err
 	}
 	return tx.Commit()
-}
-
-// inWriteTx runs fn in a transaction on the write connection and commits it
-// if fn returns nil.
-func (db *DB) inWriteTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.inWriteTxCommit(ctx, fn, (*sql.Tx).Commit)
 }
 
 // inWriteTxCommit is inWriteTx with commit in place of tx.Commit, for
