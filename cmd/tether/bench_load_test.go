@@ -464,8 +464,9 @@ func mosquittoBin(b *testing.B) string {
 
 // startMosquitto runs a Mosquitto broker on a free loopback port, in
 // memory, with anonymous clients and no limit on queued or in-flight
-// messages, and returns its address and a reader of its CPU time.
-func startMosquitto(b *testing.B) (string, func() time.Duration) {
+// messages, and returns its address and a reader of its CPU time. conf
+// adds lines to its configuration.
+func startMosquitto(b *testing.B, conf ...string) (string, func() time.Duration) {
 	b.Helper()
 	bin := mosquittoBin(b)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -475,12 +476,16 @@ func startMosquitto(b *testing.B) (string, func() time.Duration) {
 	addr := l.Addr().String()
 	l.Close()
 	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(b.TempDir(), "mosquitto.conf")
-	err = os.WriteFile(conf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_inflight_messages 0\nmax_queued_messages 0\n"), 0o600)
+	file := filepath.Join(b.TempDir(), "mosquitto.conf")
+	text := "listener " + port + " 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_inflight_messages 0\nmax_queued_messages 0\n"
+	for _, line := range conf {
+		text += line + "\n"
+	}
+	err = os.WriteFile(file, []byte(text), 0o600)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-c", conf)
+	cmd := exec.Command(bin, "-c", file)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
