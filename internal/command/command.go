@@ -58,8 +58,9 @@ type Guard = interface {
 	// CountCommands counts the device's commands created after since
 	// that were not rejected; name "" counts every name.
 	CountCommands(name string, since time.Time) (int, error)
-	// FinishedCommands returns the device's n most recently finished
-	// commands (succeeded, failed or expired), newest first.
+	// FinishedCommands returns the ID, status and UpdatedAt (only those) of
+	// the device's n most recently finished commands (succeeded, failed
+	// or expired), newest first.
 	FinishedCommands(n int) ([]*tether.Command, error)
 	// OpenCommands counts the device's commands created at or after since
 	// that are not done.

@@ -117,13 +117,26 @@ func (g commandGuard) CountCommands(name string, since time.Time) (int, error) {
 }
 
 func (g commandGuard) FinishedCommands(n int) ([]*tether.Command, error) {
-	rows, err := g.tx.QueryContext(g.ctx, "SELECT "+commandColumns+` FROM commands
+	// Only what the circuit breaker reads: a whole row (params, result,
+	// history) would be decoded for every command sent.
+	rows, err := g.tx.QueryContext(g.ctx, `SELECT id, status, updated_at FROM commands
 		WHERE device_id = ? AND status IN ('succeeded', 'failed', 'expired')
 		ORDER BY updated_at DESC LIMIT ?`, g.deviceID, n)
 	if err != nil {
 		return nil, fmt.Errorf("finished commands: %w", err)
 	}
-	return collectCommands(rows)
+	defer rows.Close()
+	var cs []*tether.Command
+	for rows.Next() {
+		var c tether.Command
+		var at int64
+		if err := rows.Scan(&c.ID, &c.Status, &at); err != nil {
+			return nil, fmt.Errorf("finished commands: %w", err)
+		}
+		c.UpdatedAt = fromNanos(at)
+		cs = append(cs, &c)
+	}
+	return cs, rows.Err()
 }
 
 func (g commandGuard) OpenCommands(since time.Time) (int, error) {
