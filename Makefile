@@ -42,8 +42,9 @@ staticcheck:
 # points/s, three times); then Tether and Mosquitto side by side under the
 # same load generator, each row once: MQTT fan-in (1,000 publishers) and
 # fan-out (1,000 subscribers) at QoS 0 and 1, at an offered rate and at
-# capacity, and Tether's CoAP ingest. Raw results land in $(BENCH_OUT);
-# docs/benchmarks.md is written from them. About 12 minutes.
+# capacity, Tether's CoAP ingest, commands end to end (API call to device
+# reply, 1,000 devices) and shadow updates. Raw results land in
+# $(BENCH_OUT); docs/benchmarks.md is written from them. About 14 minutes.
 bench: SHELL := /bin/bash
 bench: .SHELLFLAGS := -o pipefail -c
 bench:
@@ -55,7 +56,7 @@ bench:
 	$(GO) run $(BENCHSTAT) $(BENCH_OUT)/micro.txt | tee $(BENCH_OUT)/micro-stat.txt
 	$(GO) test -run '^$$' -bench 'FanIn/qos=1/load=offered/broker=tether' -benchtime 1x -count 3 -timeout 30m ./cmd/tether/ \
 		-args $(LOAD_ARGS) -load.duration 30s | tee $(BENCH_OUT)/load.txt
-	$(GO) test -run '^$$' -bench 'FanIn|FanOut|CoAPIngest' -benchtime 1x -count 1 -timeout 30m ./cmd/tether/ \
+	$(GO) test -run '^$$' -bench 'FanIn|FanOut|CoAPIngest|Commands|ShadowUpdates' -benchtime 1x -count 1 -timeout 30m ./cmd/tether/ \
 		-args $(LOAD_ARGS) -load.duration $(LOAD_DURATION) | tee $(BENCH_OUT)/side-by-side.txt
 
 # A short run of every fuzzer; the seed corpora under testdata/fuzz run
