@@ -83,6 +83,35 @@ const (
 	RoleAdmin = "admin"
 )
 
+// ValidateDeviceFields checks a device's name and labels: a name of at
+// most 256 bytes, at most 64 labels, each key a valid ID and each value at
+// most 256 bytes.
+func ValidateDeviceFields(name string, labels map[string]string) error {
+	if len(name) > 256 {
+		return Errorf(EINVALID, "name is %d bytes; at most 256", len(name))
+	}
+	if len(labels) > 64 {
+		return Errorf(EINVALID, "%d labels; at most 64", len(labels))
+	}
+	for k, v := range labels {
+		if !ValidID(k) {
+			return Errorf(EINVALID, "label key %q must be 1 to 64 letters, digits, '-' or '_'", truncateID(k))
+		}
+		if len(v) > 256 {
+			return Errorf(EINVALID, "label %q is %d bytes; at most 256", k, len(v))
+		}
+	}
+	return nil
+}
+
+// truncateID shortens what claimed to be an ID for an error message.
+func truncateID(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ValidID reports whether s may be a device, tenant or key ID: 1 to 64

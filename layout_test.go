@@ -62,6 +62,17 @@ func TestDependenciesPointInward(t *testing.T) {
 		// The payload decoder and the bus codec sit under every gateway and
 		// the writer: they use the domain package only.
 		{mod + "/internal/telemetry", []string{mod + "/internal/"}},
+		{mod + "/internal/secret", []string{mod + "/internal/"}},
+	}
+	// The device state services sit between the gateways and the store:
+	// they know neither, nor the bus (their events go out through an
+	// interface), nor the registry.
+	for _, svc := range []string{"profile", "shadow", "command", "presence", "provision"} {
+		rules = append(rules, struct {
+			pkg       string
+			forbidden []string
+		}{mod + "/internal/" + svc, []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt",
+			mod + "/internal/coap", mod + "/internal/httpapi", mod + "/internal/registry", mod + "/internal/writer"}})
 	}
 	for _, r := range rules {
 		t.Run(strings.TrimPrefix(r.pkg, mod+"/")+" depends only inward", func(t *testing.T) {

@@ -13,17 +13,14 @@ package provision
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base32"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/secret"
 )
 
 // Store keeps imported devices and provisioning keys.
@@ -127,7 +124,7 @@ func (s *Service) Import(ctx context.Context, tenant string, rows []tether.Devic
 		} else {
 			rowOf[r.ID] = row
 		}
-		if err := validateDevice(r.Name, r.Labels); err != nil {
+		if err := tether.ValidateDeviceFields(r.Name, r.Labels); err != nil {
 			problems = append(problems, tether.ErrorMessage(err))
 		}
 		if r.Profile != "" && !tether.ValidID(r.Profile) {
@@ -171,8 +168,8 @@ func (s *Service) Import(ctx context.Context, tenant string, rows []tether.Devic
 
 	created := make([]Created, len(ds))
 	for i, d := range ds {
-		token := newToken(d.ID)
-		d.TokenHash = hash(token)
+		token := secret.Token(d.ID)
+		d.TokenHash = secret.Hash(token)
 		created[i] = Created{Row: rowOf[d.ID], ID: d.ID, Token: token}
 	}
 	more, err := s.store.ImportDevices(ctx, ds, certs)
@@ -220,8 +217,8 @@ func (s *Service) CreateKey(ctx context.Context, tenant, profileID string, maxUs
 		expiresAt = &t
 	}
 	k := &tether.ProvisioningKey{TenantID: tenant, ID: newKeyID(), ProfileID: profileID, MaxUses: maxUses, ExpiresAt: expiresAt, CreatedAt: now}
-	key := k.ID + "." + newSecret()
-	k.Hash = hash(key)
+	key := secret.Token(k.ID)
+	k.Hash = secret.Hash(key)
 	if err := s.store.CreateProvisioningKey(ctx, k); err != nil {
 		return nil, "", err
 	}
@@ -253,8 +250,8 @@ func (s *Service) RevokeKey(ctx context.Context, tenant, id string) error {
 func (s *Service) RotateKey(ctx context.Context, tenant, id string) (*tether.ProvisioningKey, string, error) {
 	now := s.now().UTC()
 	k := &tether.ProvisioningKey{ID: newKeyID(), CreatedAt: now}
-	key := k.ID + "." + newSecret()
-	k.Hash = hash(key)
+	key := secret.Token(k.ID)
+	k.Hash = secret.Hash(key)
 	if err := s.store.RotateProvisioningKey(ctx, tenant, id, k, now); err != nil {
 		return nil, "", err
 	}
@@ -296,7 +293,7 @@ func (s *Service) Register(ctx context.Context, key string, r Request) (*tether.
 	}
 	// The lookup by ID is an index probe whose timing tells only whether
 	// the ID exists; the secret is compared in constant time.
-	if subtle.ConstantTimeCompare(k.Hash, hash(key)) != 1 {
+	if subtle.ConstantTimeCompare(k.Hash, secret.Hash(key)) != 1 {
 		return nil, "", errBadKey
 	}
 	now := s.now().UTC()
@@ -307,12 +304,12 @@ func (s *Service) Register(ctx context.Context, key string, r Request) (*tether.
 	if !tether.ValidID(r.DeviceID) {
 		return nil, "", tether.Errorf(tether.EINVALID, "device id %q must be 1 to 64 letters, digits, '-' or '_'", truncate(r.DeviceID))
 	}
-	if err := validateDevice(r.Name, r.Labels); err != nil {
+	if err := tether.ValidateDeviceFields(r.Name, r.Labels); err != nil {
 		return nil, "", err
 	}
-	token := newToken(r.DeviceID)
+	token := secret.Token(r.DeviceID)
 	d := &tether.Device{ID: r.DeviceID, Name: r.Name, Labels: r.Labels, Metadata: map[string]any{},
-		TokenHash: hash(token), CreatedAt: now, UpdatedAt: now}
+		TokenHash: secret.Hash(token), CreatedAt: now, UpdatedAt: now}
 	if d.Labels == nil {
 		d.Labels = map[string]string{}
 	}
@@ -328,25 +325,6 @@ func (s *Service) Register(ctx context.Context, key string, r Request) (*tether.
 	}
 	s.log.Info("device registered itself", "tenant", d.TenantID, "device", d.ID, "key", k.ID, "profile", d.ProfileID)
 	return d, token, nil
-}
-
-// validateDevice checks a device's name and labels as the registry does.
-func validateDevice(name string, labels map[string]string) error {
-	if len(name) > 256 {
-		return tether.Errorf(tether.EINVALID, "name is %d bytes; at most 256", len(name))
-	}
-	if len(labels) > 64 {
-		return tether.Errorf(tether.EINVALID, "%d labels; at most 64", len(labels))
-	}
-	for k, v := range labels {
-		if !tether.ValidID(k) {
-			return tether.Errorf(tether.EINVALID, "label key %q must be 1 to 64 letters, digits, '-' or '_'", truncate(k))
-		}
-		if len(v) > 256 {
-			return tether.Errorf(tether.EINVALID, "label %q is %d bytes; at most 256", k, len(v))
-		}
-	}
-	return nil
 }
 
 func validFingerprint(s string) bool {
@@ -365,27 +343,4 @@ func validFingerprint(s string) bool {
 // key's, so that a key says what it is.
 const keyPrefix = "pk_"
 
-func newKeyID() string { return keyPrefix + newID() }
-
-// newToken returns a device token in the registry's format.
-func newToken(deviceID string) string { return deviceID + "." + newSecret() }
-
-// hash is the SHA-256 under which the registry stores a credential.
-func hash(s string) []byte {
-	h := sha256.Sum256([]byte(s))
-	return h[:]
-}
-
-func newSecret() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+ panics instead)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-func newID() string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return idEncoding.EncodeToString(b)
-}
+func newKeyID() string { return keyPrefix + secret.ID() }

@@ -13,17 +13,14 @@ package registry
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base32"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/secret"
 )
 
 // Store is the registry's storage.
@@ -108,11 +105,11 @@ func (s *Service) Bootstrap(ctx context.Context, supplied string) (newKey string
 		if len(supplied) < 32 {
 			return "", tether.Errorf(tether.EINVALID, "TETHER_BOOTSTRAP_ADMIN_KEY must be at least 32 characters")
 		}
-		key.ID, key.Hash = bootstrapKeyID, hash(supplied)
+		key.ID, key.Hash = bootstrapKeyID, secret.Hash(supplied)
 	} else {
-		key.ID = "ak_" + randomID()
-		newKey = key.ID + "." + randomSecret()
-		key.Hash = hash(newKey)
+		key.ID = "ak_" + secret.ID()
+		newKey = secret.Token(key.ID)
+		key.Hash = secret.Hash(newKey)
 	}
 	if err := s.store.CreateAPIKey(ctx, key); err != nil {
 		return "", fmt.Errorf("bootstrap admin key: %w", err)
@@ -125,21 +122,21 @@ func (s *Service) Bootstrap(ctx context.Context, supplied string) (newKey string
 // generated one.
 func (s *Service) CreateDevice(ctx context.Context, tenant string, d tether.Device) (*tether.Device, string, error) {
 	if d.ID == "" {
-		d.ID = "d_" + randomID()
+		d.ID = "d_" + secret.ID()
 	}
 	if !tether.ValidID(d.ID) {
 		return nil, "", tether.Errorf(tether.EINVALID, "device id %q must be 1 to 64 letters, digits, '-' or '_'", truncate(d.ID))
 	}
-	if err := validateDevice(d.Name, d.Labels); err != nil {
+	if err := tether.ValidateDeviceFields(d.Name, d.Labels); err != nil {
 		return nil, "", err
 	}
 	if err := validateProfileID(d.ProfileID); err != nil {
 		return nil, "", err
 	}
 	now := s.now()
-	token := d.ID + "." + randomSecret()
+	token := secret.Token(d.ID)
 	d.TenantID, d.CreatedAt, d.UpdatedAt, d.LastSeenAt = tenant, now, now, nil
-	d.TokenHash = hash(token)
+	d.TokenHash = secret.Hash(token)
 	if d.Labels == nil {
 		d.Labels = map[string]string{}
 	}
@@ -168,7 +165,7 @@ func (s *Service) UpdateDevice(ctx context.Context, tenant, id string, u tether.
 	if u.Name != nil {
 		name = *u.Name
 	}
-	if err := validateDevice(name, u.Labels); err != nil {
+	if err := tether.ValidateDeviceFields(name, u.Labels); err != nil {
 		return nil, err
 	}
 	if u.Profile != nil {
@@ -192,8 +189,8 @@ func (s *Service) DeleteDevice(ctx context.Context, tenant, id string) error {
 // working at once and the device's connections are cut, so a leaked token
 // is dead the moment it is rotated.
 func (s *Service) RotateToken(ctx context.Context, tenant, id string) (string, error) {
-	token := id + "." + randomSecret()
-	if err := s.store.SetDeviceToken(ctx, tenant, id, hash(token), s.now()); err != nil {
+	token := secret.Token(id)
+	if err := s.store.SetDeviceToken(ctx, tenant, id, secret.Hash(token), s.now()); err != nil {
 		return "", err
 	}
 	s.announce(tenant, id, EventTokenRotated)
@@ -224,7 +221,7 @@ func (s *Service) AuthenticateDevice(ctx context.Context, deviceID, token string
 	} else if err != nil {
 		return nil, fmt.Errorf("authenticate device: %w", err)
 	}
-	if subtle.ConstantTimeCompare(d.TokenHash, hash(token)) != 1 {
+	if subtle.ConstantTimeCompare(d.TokenHash, secret.Hash(token)) != 1 {
 		return nil, errBadCredentials
 	}
 	return d, nil
@@ -240,7 +237,7 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*tether.A
 	if id, _, ok := strings.Cut(key, "."); ok && tether.ValidID(id) && id != bootstrapKeyID {
 		ids = []string{id, bootstrapKeyID}
 	}
-	h := hash(key)
+	h := secret.Hash(key)
 	for _, id := range ids {
 		k, err := s.store.APIKey(ctx, id)
 		if tether.ErrorCode(err) == tether.ENOTFOUND {
@@ -255,24 +252,6 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*tether.A
 	return nil, bad
 }
 
-func validateDevice(name string, labels map[string]string) error {
-	if len(name) > 256 {
-		return tether.Errorf(tether.EINVALID, "name is %d bytes; at most 256", len(name))
-	}
-	if len(labels) > 64 {
-		return tether.Errorf(tether.EINVALID, "%d labels; at most 64", len(labels))
-	}
-	for k, v := range labels {
-		if !tether.ValidID(k) {
-			return tether.Errorf(tether.EINVALID, "label key %q must be 1 to 64 letters, digits, '-' or '_'", truncate(k))
-		}
-		if len(v) > 256 {
-			return tether.Errorf(tether.EINVALID, "label %q is %d bytes; at most 256", k, len(v))
-		}
-	}
-	return nil
-}
-
 // validateProfileID checks the form of a device's profile ID; "" means
 // none. Whether the profile exists is the store's to check, in the
 // transaction that stores the device.
@@ -281,25 +260,6 @@ func validateProfileID(id string) error {
 		return tether.Errorf(tether.EINVALID, "profile id %q must be 1 to 64 letters, digits, '-' or '_'", truncate(id))
 	}
 	return nil
-}
-
-func hash(s string) []byte {
-	h := sha256.Sum256([]byte(s))
-	return h[:]
-}
-
-func randomSecret() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux (Go 1.24+ panics instead)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-func randomID() string {
-	b := make([]byte, 10)
-	_, _ = rand.Read(b)
-	return idEncoding.EncodeToString(b)
 }
 
 func truncate(s string) string {
