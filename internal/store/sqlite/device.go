@@ -91,23 +91,10 @@ func insertLabels(ctx context.Context, tx *sql.Tx, tenantID, deviceID string, la
 	return nil
 }
 
-// CreateDevice stores a new device. It fills in a zero CreatedAt with the
-// current time, a zero UpdatedAt with CreatedAt and nil Labels and
-// Metadata with empty maps. It returns an ECONFLICT error if a device with
-// the ID exists in any tenant, an ENOTFOUND error if the tenant does not
-// exist, and an EINVALID error if d.ProfileID names no profile of the
-// tenant.
-func (db *DB) CreateDevice(ctx context.Context, d *tether.Device) error {
-	if !tether.ValidID(d.ID) {
-		return tether.Errorf(tether.EINVALID, "invalid device id %q", d.ID)
-	}
-	if !tether.ValidID(d.TenantID) {
-		return tether.Errorf(tether.EINVALID, "invalid tenant id %q", d.TenantID)
-	}
-	labels, metadata, err := encodeMaps(d.Labels, d.Metadata)
-	if err != nil {
-		return err
-	}
+// fillDevice fills in a new device's zero CreatedAt with the current
+// time, its zero UpdatedAt with CreatedAt and its nil maps with empty ones,
+// and returns its labels and metadata as stored.
+func fillDevice(d *tether.Device) (labels, metadata string, err error) {
 	if d.CreatedAt.IsZero() {
 		d.CreatedAt = time.Now()
 	}
@@ -121,6 +108,26 @@ func (db *DB) CreateDevice(ctx context.Context, d *tether.Device) error {
 	}
 	if d.Metadata == nil {
 		d.Metadata = map[string]any{}
+	}
+	return encodeMaps(d.Labels, d.Metadata)
+}
+
+// CreateDevice stores a new device. It fills in a zero CreatedAt with the
+// current time, a zero UpdatedAt with CreatedAt and nil Labels and
+// Metadata with empty maps. It returns an ECONFLICT error if a device with
+// the ID exists in any tenant, an ENOTFOUND error if the tenant does not
+// exist, and an EINVALID error if d.ProfileID names no profile of the
+// tenant.
+func (db *DB) CreateDevice(ctx context.Context, d *tether.Device) error {
+	if !tether.ValidID(d.ID) {
+		return tether.Errorf(tether.EINVALID, "invalid device id %q", d.ID)
+	}
+	if !tether.ValidID(d.TenantID) {
+		return tether.Errorf(tether.EINVALID, "invalid tenant id %q", d.TenantID)
+	}
+	labels, metadata, err := fillDevice(d)
+	if err != nil {
+		return err
 	}
 	err = db.inWriteTx(ctx, func(tx *sql.Tx) error { return insertDevice(ctx, tx, d, labels, metadata) })
 	if err != nil {

@@ -192,21 +192,7 @@ func (im *importer) close() {
 // insert adds one device, filling in its times and empty maps as
 // CreateDevice does.
 func (im *importer) insert(ctx context.Context, d *tether.Device) error {
-	if d.CreatedAt.IsZero() {
-		d.CreatedAt = time.Now()
-	}
-	d.CreatedAt = d.CreatedAt.UTC()
-	if d.UpdatedAt.IsZero() {
-		d.UpdatedAt = d.CreatedAt
-	}
-	d.UpdatedAt = d.UpdatedAt.UTC()
-	if d.Labels == nil {
-		d.Labels = map[string]string{}
-	}
-	if d.Metadata == nil {
-		d.Metadata = map[string]any{}
-	}
-	labels, metadata, err := encodeMaps(d.Labels, d.Metadata)
+	labels, metadata, err := fillDevice(d)
 	if err != nil {
 		return err
 	}
