@@ -17,30 +17,13 @@ import (
 	"github.com/tether-iot/tether/internal/profile"
 	"github.com/tether-iot/tether/internal/registry"
 	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 const tenant = tether.DefaultTenantID
 
 // t0 is the fake clock's start.
 var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
-
-// clock is a fake clock that moves only when told.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // events records the command events published.
 type events struct {
@@ -130,7 +113,7 @@ type env struct {
 	db      *sqlite.DB
 	svc     *command.Service
 	events  *events
-	clock   *clock
+	clock   *testkit.Clock
 	tr      *transport
 	prof    profiles
 	options command.Options
@@ -140,7 +123,7 @@ type env struct {
 // devices d1 and d2.
 func newEnv(t *testing.T, p *tether.Profile, o command.Options) *env {
 	t.Helper()
-	e := &env{t: t, path: filepath.Join(t.TempDir(), "t.db"), events: &events{}, clock: &clock{now: t0},
+	e := &env{t: t, path: filepath.Join(t.TempDir(), "t.db"), events: &events{}, clock: testkit.NewClock(t0),
 		tr: &transport{live: map[string]bool{}}, options: o}
 	c, err := profile.Compile(&tether.Profile{ID: "none"})
 	if p != nil {

@@ -13,28 +13,12 @@ import (
 	"github.com/tether-iot/tether/internal/presence"
 	"github.com/tether-iot/tether/internal/profile"
 	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 const tenant = "acme"
 
 var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // events records the presence events published.
 type events struct {
@@ -89,7 +73,7 @@ type env struct {
 	db     *sqlite.DB
 	svc    *presence.Service
 	events *events
-	clock  *clock
+	clock  *testkit.Clock
 }
 
 func newEnv(t *testing.T, node string) *env {
@@ -107,7 +91,7 @@ func newEnv(t *testing.T, node string) *env {
 			t.Fatal(err)
 		}
 	}
-	e := &env{t: t, db: db, events: &events{}, clock: &clock{now: t0}}
+	e := &env{t: t, db: db, events: &events{}, clock: testkit.NewClock(t0)}
 	e.svc = e.service(node)
 	return e
 }

@@ -6,31 +6,18 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/profile"
 	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 const tenant = tether.DefaultTenantID
 
 var t0 = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
-
-// clock is a settable time for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func newStore(t testing.TB) *sqlite.DB {
 	t.Helper()
@@ -45,11 +32,11 @@ func newStore(t testing.TB) *sqlite.DB {
 	return db
 }
 
-func newService(t testing.TB) (*profile.Service, *sqlite.DB, *clock) {
+func newService(t testing.TB) (*profile.Service, *sqlite.DB, *testkit.Clock) {
 	t.Helper()
 	db := newStore(t)
-	c := &clock{t: t0}
-	return profile.New(db, profile.Options{Now: c.now, CacheTTL: time.Minute}), db, c
+	c := testkit.NewClock(t0)
+	return profile.New(db, profile.Options{Now: c.Now, CacheTTL: time.Minute}), db, c
 }
 
 func f(v float64) *float64 { return &v }
@@ -96,7 +83,7 @@ func TestServiceCRUD(t *testing.T) {
 		}
 	})
 	t.Run("put replaces the profile, keeps its creation time and is compiled at once", func(t *testing.T) {
-		clk.add(time.Hour)
+		clk.Add(time.Hour)
 		p := boiler()
 		p.ReportInterval = tether.Duration(5 * time.Minute)
 		got, err := s.Put(ctx, tenant, p)
@@ -260,9 +247,9 @@ func TestCompiled(t *testing.T) {
 
 	t.Run("another node's change is seen after the cache TTL", func(t *testing.T) {
 		db := newStore(t)
-		clk := &clock{t: t0}
-		here := profile.New(db, profile.Options{Now: clk.now, CacheTTL: time.Minute})
-		there := profile.New(db, profile.Options{Now: clk.now, CacheTTL: time.Minute})
+		clk := testkit.NewClock(t0)
+		here := profile.New(db, profile.Options{Now: clk.Now, CacheTTL: time.Minute})
+		there := profile.New(db, profile.Options{Now: clk.Now, CacheTTL: time.Minute})
 		if _, err := here.Create(ctx, tenant, boiler()); err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +264,7 @@ func TestCompiled(t *testing.T) {
 		if c, _ := there.Compiled(ctx, tenant, "boiler"); c.ReportInterval() != time.Minute {
 			t.Errorf("within the TTL the other node has %v, want the cached 1m", c.ReportInterval())
 		}
-		clk.add(time.Minute)
+		clk.Add(time.Minute)
 		if c, _ := there.Compiled(ctx, tenant, "boiler"); c.ReportInterval() != time.Hour {
 			t.Errorf("after the TTL the other node has %v, want 1h", c.ReportInterval())
 		}

@@ -162,14 +162,14 @@ func TestRegister(t *testing.T) {
 		}
 	})
 	t.Run("an expired key is refused", func(t *testing.T) {
-		f.clock.add(time.Hour)
+		f.clock.Add(time.Hour)
 		_, _, err := f.svc.Register(ctx, key, provision.Request{DeviceID: "late"})
 		wantCode(t, err, tether.EUNAUTHORIZED)
-		f.clock.add(-time.Second)
+		f.clock.Add(-time.Second)
 		if _, _, err := f.svc.Register(ctx, key, provision.Request{DeviceID: "just-in-time"}); err != nil {
 			t.Errorf("a second before expiry: %v", err)
 		}
-		f.clock.add(time.Second)
+		f.clock.Add(time.Second)
 	})
 }
 
@@ -244,7 +244,7 @@ func TestRotateKey(t *testing.T) {
 	if _, _, err := f.svc.Register(ctx, oldKey, provision.Request{DeviceID: "before"}); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.add(time.Minute)
+	f.clock.Add(time.Minute)
 	k, key, err := f.svc.RotateKey(ctx, tenant, old.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +286,7 @@ func TestRotateKey(t *testing.T) {
 	t.Run("revoking is idempotent and keeps the first time; other tenants cannot", func(t *testing.T) {
 		wantCode(t, f.svc.RevokeKey(ctx, "other", k.ID), tether.ENOTFOUND)
 		wantCode(t, f.svc.RevokeKey(ctx, tenant, "pk_nope"), tether.ENOTFOUND)
-		f.clock.add(time.Minute)
+		f.clock.Add(time.Minute)
 		if err := f.svc.RevokeKey(ctx, tenant, old.ID); err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/tether-iot/tether/internal/provision"
 	"github.com/tether-iot/tether/internal/registry"
 	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 var _ provision.Store = (*sqlite.DB)(nil)
@@ -34,28 +34,10 @@ func (p profiles) Get(ctx context.Context, tenant, id string) (*tether.Profile, 
 	return p.db.Profile(ctx, tenant, id)
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type fixture struct {
 	svc   *provision.Service
 	db    *sqlite.DB
-	clock *clock
+	clock *testkit.Clock
 }
 
 // newService returns a provisioning service over a new store holding
@@ -78,8 +60,8 @@ func newService(t testing.TB) fixture {
 			t.Fatal(err)
 		}
 	}
-	c := &clock{t: t0}
-	return fixture{svc: provision.New(db, profiles{db}, provision.Options{Now: c.now}), db: db, clock: c}
+	c := testkit.NewClock(t0)
+	return fixture{svc: provision.New(db, profiles{db}, provision.Options{Now: c.Now}), db: db, clock: c}
 }
 
 func wantCode(t testing.TB, err error, code string) {

@@ -14,6 +14,7 @@ import (
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/shadow"
 	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
 var _ shadow.Store = (*sqlite.DB)(nil)
@@ -50,19 +51,6 @@ func (e *events) all() []event {
 	return append([]event(nil), e.got...)
 }
 
-// clock is a test clock that moves one second each time it is read.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Second)
-	return c.t
-}
-
 type fixture struct {
 	svc    *shadow.Service
 	db     *sqlite.DB
@@ -90,8 +78,8 @@ func newService(t *testing.T, o shadow.Options) fixture {
 		}
 	}
 	if o.Now == nil {
-		c := &clock{t: t0}
-		o.Now = c.now
+		c := testkit.NewClock(t0).Ticking(time.Second)
+		o.Now = c.Now
 	}
 	ev := &events{}
 	return fixture{svc: shadow.New(db, ev, o), db: db, events: ev}
