@@ -95,13 +95,8 @@ func (g *Gateway) getCommands(w *responsewriter.ResponseWriter[*udpClient.Conn],
 	if deregister {
 		g.obs.deregister(cc, string(r.Token()))
 	}
-	d, err := g.authenticate(r.Context(), cc, r)
-	if err != nil {
-		g.reply(w, r, nil, g.authRefusal(err))
-		return
-	}
-	if ok, retryAfter := g.in.Allow(d); !ok {
-		g.reply(w, r, d, tooManyRequests(retryAfter))
+	d, ok := g.admit(w, r)
+	if !ok {
 		return
 	}
 	if a, err := r.Accept(); !errors.Is(err, message.ErrOptionNotFound) && (err != nil || a != message.AppJSON) {
@@ -215,13 +210,8 @@ func replyPath(path string) (string, bool) {
 // expired), with its status in the diagnostic, since a 2.04 would tell a
 // device whose reply came too late that it counted.
 func (g *Gateway) postReply(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message, id string) {
-	d, err := g.authenticate(r.Context(), w.Conn(), r)
-	if err != nil {
-		g.reply(w, r, nil, g.authRefusal(err))
-		return
-	}
-	if ok, retryAfter := g.in.Allow(d); !ok {
-		g.reply(w, r, d, tooManyRequests(retryAfter))
+	d, ok := g.admit(w, r)
+	if !ok {
 		return
 	}
 	js, ref := g.readJSON(r)

@@ -35,15 +35,8 @@ func (g *Gateway) getObservable(w *responsewriter.ResponseWriter[*udpClient.Conn
 		// observation under this token is removed.
 		g.obs.deregister(cc, string(r.Token()))
 	}
-	d, err := g.authenticate(r.Context(), cc, r)
-	if err != nil {
-		g.reply(w, r, nil, g.authRefusal(err))
-		return
-	}
-	// A read costs the store as much as a publish: it takes from the same
-	// budget, so a device cannot flood either.
-	if ok, retryAfter := g.in.Allow(d); !ok {
-		g.reply(w, r, d, tooManyRequests(retryAfter))
+	d, ok := g.admit(w, r)
+	if !ok {
 		return
 	}
 	format, ok := accepted(r)

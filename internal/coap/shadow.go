@@ -25,13 +25,8 @@ func (g *Gateway) getShadow(w *responsewriter.ResponseWriter[*udpClient.Conn], r
 // postShadow updates the reported state of the device's shadow and answers
 // 2.04 with the shadow.
 func (g *Gateway) postShadow(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
-	d, err := g.authenticate(r.Context(), w.Conn(), r)
-	if err != nil {
-		g.reply(w, r, nil, g.authRefusal(err))
-		return
-	}
-	if ok, retryAfter := g.in.Allow(d); !ok {
-		g.reply(w, r, d, tooManyRequests(retryAfter))
+	d, ok := g.admit(w, r)
+	if !ok {
 		return
 	}
 	name := requestParam(r, "name")

@@ -20,13 +20,8 @@ import (
 // postTelemetry hands a telemetry payload to the ingest path and answers
 // 2.04 only once the bus has stored it.
 func (g *Gateway) postTelemetry(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) {
-	d, err := g.authenticate(r.Context(), w.Conn(), r)
-	if err != nil {
-		g.reply(w, r, nil, g.authRefusal(err))
-		return
-	}
-	if ok, retryAfter := g.in.Allow(d); !ok {
-		g.reply(w, r, d, tooManyRequests(retryAfter))
+	d, ok := g.admit(w, r)
+	if !ok {
 		return
 	}
 	cbor := false
@@ -72,6 +67,22 @@ func (g *Gateway) postTelemetry(w *responsewriter.ResponseWriter[*udpClient.Conn
 	// No payload: 2.04 says all there is to say. Block1 of the last block
 	// is echoed by go-coap.
 	_ = w.SetResponse(codes.Changed, message.TextPlain, nil)
+}
+
+// admit authenticates a request and takes it from its device's budget
+// (every request does: a read costs the store as much as a publish, so a
+// device can flood neither), answering the refusal itself if it fails.
+func (g *Gateway) admit(w *responsewriter.ResponseWriter[*udpClient.Conn], r *pool.Message) (*tether.Device, bool) {
+	d, err := g.authenticate(r.Context(), w.Conn(), r)
+	if err != nil {
+		g.reply(w, r, nil, g.authRefusal(err))
+		return nil, false
+	}
+	if ok, retryAfter := g.in.Allow(d); !ok {
+		g.reply(w, r, d, tooManyRequests(retryAfter))
+		return nil, false
+	}
+	return d, true
 }
 
 // ingestRefusal answers a payload the ingest path did not take: refused
