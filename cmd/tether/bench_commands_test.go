@@ -67,8 +67,8 @@ func BenchmarkShadowUpdates(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		closedLoop(b, run, clients, func(i int, c *mqttClient, v int) error {
-			id := creds[i][0]
+		closedLoop(b, run, len(clients), func() { unblock(clients) }, func(i, v int) error {
+			c, id := clients[i], creds[i][0]
 			if _, err := c.publish("devices/"+id+"/shadow/update", 1, fmt.Appendf(nil, `{"state":{"reported":{"temp":%d,"fw":"1.0.%d"}}}`, v, i)); err != nil {
 				return err
 			}
@@ -89,7 +89,8 @@ func BenchmarkShadowUpdates(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		closedLoop(b, run, clients, func(i int, c *mqttClient, v int) error {
+		closedLoop(b, run, len(clients), func() { unblock(clients) }, func(i, v int) error {
+			c := clients[i]
 			id, err := c.publishRetained("devices/"+creds[i][0]+"/shadow/reported", fmt.Appendf(nil, `{"temp":%d,"fw":"1.0.%d"}`, v, i))
 			if err != nil {
 				return err
@@ -102,20 +103,22 @@ func BenchmarkShadowUpdates(b *testing.B) {
 	})
 }
 
-// closedLoop runs op on every client in a loop until the measured window
-// ends, recording each op's duration as a delivery.
-func closedLoop(b *testing.B, run *loadRun, clients []*mqttClient, op func(i int, c *mqttClient, v int) error) {
+// closedLoop runs workers loops of op until the measured window ends,
+// recording each op's duration as a delivery; worker w's calls get v = w,
+// w+workers, w+2·workers, …. unblock (if not nil) frees workers waiting
+// on their connections when the window ends.
+func closedLoop(b *testing.B, run *loadRun, workers int, unblock func(), op func(w, v int) error) {
 	var wg sync.WaitGroup
-	for i, c := range clients {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var lat []time.Duration
 			defer func() { run.addDelivered(lat...) }()
-			for v := 0; !run.stopping.Load(); v++ {
+			for v := w; !run.stopping.Load(); v += workers {
 				start := time.Now()
-				if err := op(i, c, v); err != nil {
-					run.failed(b, "client", err)
+				if err := op(w, v); err != nil {
+					run.failed(b, "load", err)
 					return
 				}
 				if run.recording.Load() {
@@ -125,7 +128,9 @@ func closedLoop(b *testing.B, run *loadRun, clients []*mqttClient, op func(i int
 		}()
 	}
 	run.measure()
-	unblock(clients)
+	if unblock != nil {
+		unblock()
+	}
 	wg.Wait()
 }
 
@@ -182,40 +187,24 @@ func commandsTether(b *testing.B) loadResult {
 	devices := answerCommands(clients)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *loadCallers}}
 	url := "http://" + n.HTTP.Addr() + "/api/v1/devices/"
-	var wg sync.WaitGroup
-	for w := range *loadCallers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			defer func() { run.addDelivered(lat...) }()
-			for v := w; !run.stopping.Load(); v += *loadCallers {
-				id := creds[ownDevice(v, *loadCallers, len(creds))][0]
-				start := time.Now()
-				req, _ := http.NewRequest("POST", url+id+"/commands?wait=10s", strings.NewReader(fmt.Sprintf(`{"name":"ping","params":{"n":%d}}`, v)))
-				req.Header.Set("Authorization", "Bearer "+adminKey)
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := hc.Do(req)
-				if err != nil {
-					run.failed(b, "command", err)
-					return
-				}
-				var cmd tether.Command
-				err = json.NewDecoder(resp.Body).Decode(&cmd)
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err != nil || cmd.Status != tether.CommandSucceeded {
-					run.failed(b, "command", fmt.Errorf("HTTP %d, status %q, %v", resp.StatusCode, cmd.Status, err))
-					return
-				}
-				if run.recording.Load() {
-					lat = append(lat, time.Since(start))
-				}
-			}
-		}()
-	}
-	run.measure()
-	wg.Wait()
+	closedLoop(b, run, *loadCallers, nil, func(_, v int) error {
+		id := creds[ownDevice(v, *loadCallers, len(creds))][0]
+		req, _ := http.NewRequest("POST", url+id+"/commands?wait=10s", strings.NewReader(fmt.Sprintf(`{"name":"ping","params":{"n":%d}}`, v)))
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		var cmd tether.Command
+		err = json.NewDecoder(resp.Body).Decode(&cmd)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || cmd.Status != tether.CommandSucceeded {
+			return fmt.Errorf("command: HTTP %d, status %q, %v", resp.StatusCode, cmd.Status, err)
+		}
+		return nil
+	})
 	unblock(clients)
 	devices.Wait()
 	r := run.result("tether")
@@ -260,33 +249,14 @@ func commandsMosquitto(b *testing.B) loadResult {
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	for w, a := range apps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			defer func() { run.addDelivered(lat...) }()
-			for v := w; !run.stopping.Load(); v += len(apps) {
-				topic := fmt.Sprintf("devices/%s/commands/c%d", creds[ownDevice(v, len(apps), len(creds))][0], v)
-				start := time.Now()
-				if _, err := a.publish(topic, 1, fmt.Appendf(nil, `{"id":"c%d","name":"ping","params":{"n":%d}}`, v, v)); err != nil {
-					run.failed(b, "request", err)
-					return
-				}
-				if err := a.awaitPublish(topic + "/reply"); err != nil {
-					run.failed(b, "reply", err)
-					return
-				}
-				if run.recording.Load() {
-					lat = append(lat, time.Since(start))
-				}
-			}
-		}()
-	}
-	run.measure()
-	unblock(apps)
-	wg.Wait()
+	closedLoop(b, run, len(apps), func() { unblock(apps) }, func(w, v int) error {
+		a := apps[w]
+		topic := fmt.Sprintf("devices/%s/commands/c%d", creds[ownDevice(v, len(apps), len(creds))][0], v)
+		if _, err := a.publish(topic, 1, fmt.Appendf(nil, `{"id":"c%d","name":"ping","params":{"n":%d}}`, v, v)); err != nil {
+			return err
+		}
+		return a.awaitPublish(topic + "/reply")
+	})
 	unblock(clients)
 	devices.Wait()
 	r := run.result("mosquitto")
