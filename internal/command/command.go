@@ -661,10 +661,14 @@ func (s *Service) Reply(ctx context.Context, tenant, deviceID, id string, r teth
 		case c.Status == tether.CommandAwaitingConfirmation:
 			return false, tether.Errorf(tether.ECONFLICT, "command %q was not sent", c.ID)
 		}
-		if c.Status != tether.CommandDelivered {
-			// A reply that overtakes the transport's acknowledgement
-			// (an MQTT client replies before it sends the PUBACK) still
-			// proves delivery, so the history says so.
+		// A reply that overtakes the transport's acknowledgement (an MQTT
+		// client replies before it sends the PUBACK), or comes for a
+		// command pulled before it was marked sent, still proves the
+		// steps before it, so the history has them.
+		if c.Status == tether.CommandQueued {
+			transition(c, tether.CommandSent, "", now)
+		}
+		if c.Status == tether.CommandSent {
 			transition(c, tether.CommandDelivered, "", now)
 		}
 		c.Result = r.Result
