@@ -11,7 +11,8 @@ import (
 
 func TestCredentials(t *testing.T) {
 	t.Run("secrets and IDs differ each time and IDs are valid tether IDs", func(t *testing.T) {
-		if secret.New() == secret.New() || secret.ID() == secret.ID() {
+		s1, s2, id1, id2 := secret.New(), secret.New(), secret.ID(), secret.ID()
+		if s1 == s2 || id1 == id2 {
 			t.Error("two calls gave the same value")
 		}
 		if id := secret.ID(); !tether.ValidID(id) || len(id) != 16 {
