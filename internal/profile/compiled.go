@@ -74,6 +74,10 @@ func Compile(p *tether.Profile) (*Compiled, error) {
 			return nil, tether.Errorf(tether.EINVALID, "command %q: params schema is not JSON: %v", name, err)
 		}
 		comp := jsonschema.NewCompiler()
+		// A schema comes from a tenant: it may refer only to itself. The
+		// default loader would read file:// references from the server's
+		// disk.
+		comp.UseLoader(jsonschema.SchemeURLLoader{})
 		url := "tether:/profiles/" + p.ID + "/commands/" + name
 		if err := comp.AddResource(url, doc); err != nil {
 			return nil, tether.Errorf(tether.EINVALID, "command %q: params schema: %v", name, err)
