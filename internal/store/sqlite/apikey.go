@@ -27,7 +27,7 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *tether.APIKey) error {
 		k.CreatedAt = time.Now()
 	}
 	k.CreatedAt = k.CreatedAt.UTC()
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, tenant_id, name, role, hash, created_at, last_used_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			k.ID, k.TenantID, k.Name, k.Role, k.Hash, nanos(k.CreatedAt), nullNanos(k.LastUsedAt))

@@ -183,7 +183,7 @@ func (db *DB) CreateCommand(ctx context.Context, c *tether.Command, admit func(C
 		existing *tether.Command
 		seq      int64
 	)
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if c.IdempotencyKey != "" {
 			e, err := scanCommand(tx.QueryRowContext(ctx, "SELECT "+commandColumns+
 				" FROM commands WHERE device_id = ? AND idempotency_key = ?", c.DeviceID, c.IdempotencyKey))
@@ -323,7 +323,7 @@ func (db *DB) UpdateCommand(ctx context.Context, tenantID, deviceID, id string, 
 		c       *tether.Command
 		changed bool
 	)
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		c, err = scanCommand(tx.QueryRowContext(ctx, "SELECT "+commandColumns+
 			" FROM commands WHERE id = ? AND tenant_id = ? AND device_id = ?", id, tenantID, deviceID))

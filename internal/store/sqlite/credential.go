@@ -19,7 +19,7 @@ func (db *DB) AddCertificate(ctx context.Context, c *tether.Certificate) error {
 		c.CreatedAt = time.Now()
 	}
 	c.CreatedAt = c.CreatedAt.UTC()
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM devices WHERE id = ? AND tenant_id = ?",
 			c.DeviceID, c.TenantID).Scan(&n); err != nil {
@@ -98,7 +98,7 @@ func (db *DB) Certificates(ctx context.Context, tenantID, deviceID string) ([]*t
 // fingerprint as revoked, in one transaction. It returns an ENOTFOUND
 // error if the device has no such certificate.
 func (db *DB) RevokeCertificate(ctx context.Context, tenantID, deviceID, fingerprint string, now time.Time) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM device_certificates WHERE fingerprint = ? AND device_id = ? AND tenant_id = ?",
 			fingerprint, deviceID, tenantID)
 		if err != nil {
@@ -137,7 +137,7 @@ func (db *DB) AddCA(ctx context.Context, ca *tether.CA) error {
 		ca.CreatedAt = time.Now()
 	}
 	ca.CreatedAt = ca.CreatedAt.UTC()
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO device_cas (tenant_id, id, subject, not_after, pem, created_at)
 			VALUES (?, ?, ?, ?, ?, ?)`, ca.TenantID, ca.ID, ca.Subject, nanos(ca.NotAfter), ca.PEM, nanos(ca.CreatedAt))
 		switch constraintOf(err) {
@@ -181,7 +181,7 @@ func (db *DB) CAs(ctx context.Context, tenantID string) ([]*tether.CA, error) {
 // DeleteCA stops a tenant trusting a CA. It returns an ENOTFOUND error if
 // the tenant does not trust it.
 func (db *DB) DeleteCA(ctx context.Context, tenantID, id string) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM device_cas WHERE tenant_id = ? AND id = ?", tenantID, id)
 		if err != nil {
 			return err

@@ -129,7 +129,7 @@ func (db *DB) CreateDevice(ctx context.Context, d *tether.Device) error {
 	if err != nil {
 		return err
 	}
-	err = db.inWriteTx(ctx, func(tx *sql.Tx) error { return insertDevice(ctx, tx, d, labels, metadata) })
+	err = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error { return insertDevice(ctx, tx, d, labels, metadata) })
 	if err != nil {
 		return fmt.Errorf("create device %s: %w", d.ID, err)
 	}
@@ -342,7 +342,7 @@ func (db *DB) labelsBySelectivity(ctx context.Context, f tether.DeviceFilter) ([
 // and an EINVALID error if the profile does not exist in the tenant.
 func (db *DB) UpdateDevice(ctx context.Context, tenantID, id string, u tether.DeviceUpdate, now time.Time) (*tether.Device, error) {
 	var d *tether.Device
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		d, err = scanDevice(tx.QueryRowContext(ctx,
 			"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ? AND d.tenant_id = ?", id, tenantID))
@@ -394,7 +394,7 @@ func (db *DB) UpdateDevice(ctx context.Context, tenantID, id string, u tether.De
 // old one, and sets its UpdatedAt to now. It returns an ENOTFOUND error if
 // the tenant has no such device.
 func (db *DB) SetDeviceToken(ctx context.Context, tenantID, id string, hash []byte, now time.Time) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE devices SET token_hash = ?, updated_at = ? WHERE id = ? AND tenant_id = ?",
 			hash, nanos(now), id, tenantID)
 		if err != nil {
@@ -412,7 +412,7 @@ func (db *DB) SetDeviceToken(ctx context.Context, tenantID, id string, hash []by
 // for none) and sets its UpdatedAt to now. It returns an ENOTFOUND error if
 // the tenant has no such device.
 func (db *DB) SetDevicePSKNonce(ctx context.Context, tenantID, id string, nonce int64, now time.Time) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE devices SET psk_nonce = ?, updated_at = ? WHERE id = ? AND tenant_id = ?",
 			nonce, nanos(now), id, tenantID)
 		if err != nil {

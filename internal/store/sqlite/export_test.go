@@ -16,7 +16,7 @@ import (
 // benchmark can set up 100k devices in seconds rather than one commit
 // (and one fsync) each.
 func CreateDevicesInOneTx(ctx context.Context, db *DB, ds []*tether.Device) error {
-	return db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	return db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, d := range ds {
 			labels, metadata, err := encodeMaps(d.Labels, d.Metadata)
 			if err != nil {

@@ -13,8 +13,8 @@ import (
 func TestGroupCommit(t *testing.T) {
 	db, _ := openTemp(t)
 	ctx := context.Background()
-	insert := func(id string) func(*sql.Tx) error {
-		return func(tx *sql.Tx) error {
+	insert := func(id string) func(context.Context, *sql.Tx) error {
+		return func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, 0)", id, id)
 			return err
 		}
@@ -33,10 +33,10 @@ func TestGroupCommit(t *testing.T) {
 		// others queue up and share rounds.
 		started := make(chan struct{})
 		go func() {
-			_ = db.inWriteTx(ctx, func(tx *sql.Tx) error {
+			_ = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 				close(started)
 				time.Sleep(50 * time.Millisecond)
-				return insert("first")(tx)
+				return insert("first")(ctx, tx)
 			})
 		}()
 		<-started
@@ -46,8 +46,8 @@ func TestGroupCommit(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = db.inWriteTx(ctx, func(tx *sql.Tx) error {
-					if err := insert(fmt.Sprintf("g%d", i))(tx); err != nil {
+				errs[i] = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+					if err := insert(fmt.Sprintf("g%d", i))(ctx, tx); err != nil {
 						return err
 					}
 					if i%3 == 0 {
@@ -95,6 +95,92 @@ func TestGroupCommit(t *testing.T) {
 		err := db.inWriteTx(cctx, insert("cancelled"))
 		if !errors.Is(err, context.Canceled) || exists("cancelled") {
 			t.Errorf("err %v, exists %v", err, exists("cancelled"))
+		}
+	})
+	// hold keeps the write connection busy until released, so that the
+	// requests made meanwhile share one round.
+	hold := func() (release func()) {
+		started, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			_ = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				close(started)
+				<-done
+				return nil
+			})
+		}()
+		<-started
+		return func() { close(done) }
+	}
+	// round runs fns concurrently while the connection is held, in order
+	// of their queueing, and returns their errors.
+	round := func(fns ...func(context.Context, *sql.Tx) error) []error {
+		release := hold()
+		errs := make([]error, len(fns))
+		var wg sync.WaitGroup
+		for i, fn := range fns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = db.inWriteTx(ctx, fn)
+			}()
+			for {
+				db.commits.mu.Lock()
+				n := len(db.commits.queue)
+				db.commits.mu.Unlock()
+				if n == i+1 {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		release()
+		wg.Wait()
+		return errs
+	}
+	t.Run("a caller cancelled while its write runs still has it stored", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		release := hold()
+		done := make(chan error, 1)
+		go func() {
+			done <- db.inWriteTx(cctx, func(ctx context.Context, tx *sql.Tx) error {
+				cancel() // the client went away; SQLite must not be interrupted
+				_, err := tx.ExecContext(ctx, "INSERT INTO tenants (id, name, created_at) VALUES ('c-mid', 'x', 0)")
+				return err
+			})
+		}()
+		time.Sleep(10 * time.Millisecond)
+		release()
+		if err := <-done; err != nil || !exists("c-mid") {
+			t.Errorf("err %v, exists %v", err, exists("c-mid"))
+		}
+	})
+	t.Run("a write that loses the whole transaction fails those before it and not those after", func(t *testing.T) {
+		errs := round(
+			insert("l-before"),
+			func(ctx context.Context, tx *sql.Tx) error {
+				// As SQLite does on a full disk or an interrupt: the
+				// transaction is gone, savepoints and all.
+				_, _ = tx.ExecContext(ctx, "ROLLBACK")
+				return errFail
+			},
+			insert("l-after"),
+		)
+		if !errors.Is(errs[1], errFail) {
+			t.Errorf("the failing write: %v", errs[1])
+		}
+		for i, id := range map[int]string{0: "l-before", 2: "l-after"} {
+			if (errs[i] == nil) != exists(id) {
+				t.Errorf("%s: err %v but exists %v: the answer must say what was stored", id, errs[i], exists(id))
+			}
+		}
+		if errs[2] != nil {
+			t.Errorf("the write after it was not run again in a new round: %v", errs[2])
+		}
+	})
+	t.Run("a panic fails only its own write", func(t *testing.T) {
+		errs := round(insert("p-before"), func(context.Context, *sql.Tx) error { panic("boom") }, insert("p-after"))
+		if errs[0] != nil || errs[2] != nil || errs[1] == nil || !exists("p-before") || !exists("p-after") {
+			t.Errorf("errors %v", errs)
 		}
 	})
 }

@@ -33,7 +33,7 @@ func scanPresence(row interface{ Scan(...any) error }) (*tether.Presence, error)
 // exist.
 func (db *DB) ConnectPresence(ctx context.Context, tenantID, deviceID, transport, reason, node string, at time.Time) (*tether.Presence, error) {
 	var p *tether.Presence
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		// RETURNING is in SQLite since 3.35 and in PostgreSQL.
 		p, err = scanPresence(tx.QueryRowContext(ctx, `INSERT INTO presence
@@ -67,7 +67,7 @@ func (db *DB) UpdatePresence(ctx context.Context, tenantID, deviceID string, seq
 		p       *tether.Presence
 		changed bool
 	)
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		args := []any{status, reason, nanos(at), deviceID, tenantID, seq}
 		for _, s := range from {
 			args = append(args, s)
@@ -115,7 +115,7 @@ func (db *DB) Presence(ctx context.Context, tenantID, deviceID string) (*tether.
 // start, the connections a node held before it stopped are gone.
 func (db *DB) RecoverPresence(ctx context.Context, node, reason string, at time.Time) ([]*tether.Presence, error) {
 	var ps []*tether.Presence
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE presence SET status = 'offline', reason = ?, since = ?
 			WHERE node = ? AND status IN ('online', 'stale') RETURNING `+presenceColumns,
 			reason, nanos(at), node)

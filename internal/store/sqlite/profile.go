@@ -76,7 +76,7 @@ func (db *DB) CreateProfile(ctx context.Context, p *tether.Profile) error {
 		return err
 	}
 	stampProfile(p)
-	err = db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO profiles ("+profileColumns+") VALUES (?, ?, ?, ?, ?, ?)",
 			p.TenantID, p.ID, p.Name, doc, nanos(p.CreatedAt), nanos(p.UpdatedAt))
 		switch constraintOf(err) {
@@ -112,7 +112,7 @@ func (db *DB) PutProfile(ctx context.Context, p *tether.Profile) (created bool, 
 		p.CreatedAt = p.UpdatedAt
 	}
 	stampProfile(p)
-	err = db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var old int64
 		err := tx.QueryRowContext(ctx, "SELECT created_at FROM profiles WHERE tenant_id = ? AND id = ?",
 			p.TenantID, p.ID).Scan(&old)
@@ -179,7 +179,7 @@ func (db *DB) Profiles(ctx context.Context, tenantID string) ([]*tether.Profile,
 // or a provisioning key that is not revoked refers to it: deleting it
 // would leave them with a profile that does not exist.
 func (db *DB) DeleteProfile(ctx context.Context, tenantID, id string) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var device string
 		err := tx.QueryRowContext(ctx, "SELECT id FROM devices WHERE tenant_id = ? AND profile_id = ? LIMIT 1",
 			tenantID, id).Scan(&device)

@@ -50,7 +50,7 @@ func (db *DB) CheckImport(ctx context.Context, ds []*tether.Device, certs []*tet
 // about 0.1 s (TestImportSpeed in internal/provision).
 func (db *DB) ImportDevices(ctx context.Context, ds []*tether.Device, certs []*tether.Certificate) ([]tether.RowError, error) {
 	var problems []tether.RowError
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if problems, err = importProblems(ctx, tx, ds, certs); err != nil || len(problems) > 0 {
 			return err
@@ -302,7 +302,7 @@ func (db *DB) CreateProvisioningKey(ctx context.Context, k *tether.ProvisioningK
 		k.CreatedAt = time.Now()
 	}
 	k.CreatedAt = k.CreatedAt.UTC()
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error { return insertProvisioningKey(ctx, tx, k) })
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error { return insertProvisioningKey(ctx, tx, k) })
 	if err != nil {
 		return fmt.Errorf("create provisioning key %s: %w", k.ID, err)
 	}
@@ -367,7 +367,7 @@ func (db *DB) ProvisioningKeys(ctx context.Context, tenantID string) ([]*tether.
 // a key revoked already keeps its first revocation time. It returns an
 // ENOTFOUND error if the tenant has no such key.
 func (db *DB) RevokeProvisioningKey(ctx context.Context, tenantID, id string, now time.Time) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE provisioning_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? AND tenant_id = ?",
 			nanos(now), id, tenantID)
 		if err != nil {
@@ -393,7 +393,7 @@ func (db *DB) RevokeProvisioningKey(ctx context.Context, tenantID, id string, no
 // key may still register. It returns an ENOTFOUND error if the tenant has
 // no such key and an ECONFLICT error if it is revoked already.
 func (db *DB) RotateProvisioningKey(ctx context.Context, tenantID, id string, next *tether.ProvisioningKey, now time.Time) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		old, err := scanProvisioningKey(tx.QueryRowContext(ctx,
 			"SELECT "+provisioningKeyColumns+" FROM provisioning_keys WHERE id = ? AND tenant_id = ?", id, tenantID))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -431,7 +431,7 @@ func (db *DB) RotateProvisioningKey(ctx context.Context, tenantID, id string, ne
 // no longer exists (the message says which, for logs; callers should not
 // pass it on), and an ECONFLICT error if the device ID is taken.
 func (db *DB) RegisterDevice(ctx context.Context, keyID string, d *tether.Device, now time.Time) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		k, err := scanProvisioningKey(tx.QueryRowContext(ctx,
 			"SELECT "+provisioningKeyColumns+" FROM provisioning_keys WHERE id = ?", keyID))
 		if errors.Is(err, sql.ErrNoRows) {

@@ -83,7 +83,7 @@ func (db *DB) Shadow(ctx context.Context, tenantID, deviceID, name string) (*tet
 func (db *DB) UpdateShadow(ctx context.Context, tenantID, deviceID, name string,
 	apply func(cur *tether.Shadow) (*tether.Shadow, error)) (*tether.Shadow, error) {
 	var next *tether.Shadow
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		cur, err := scanShadow(tx.QueryRowContext(ctx, shadowQuery, name, deviceID, tenantID), tenantID, deviceID, name)
 		if err != nil {
 			return err
@@ -169,7 +169,7 @@ func (db *DB) ShadowNames(ctx context.Context, tenantID, deviceID string) ([]str
 // DeleteShadow deletes a shadow, or returns an ENOTFOUND error if the
 // tenant's device has no such shadow.
 func (db *DB) DeleteShadow(ctx context.Context, tenantID, deviceID, name string) error {
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM shadows WHERE device_id = ? AND name = ? AND tenant_id = ?",
 			deviceID, name, tenantID)
 		if err != nil {

@@ -553,7 +553,7 @@ func (db *DB) Latest(ctx context.Context, tenantID, deviceID string) ([]tether.L
 // redelivery window.
 func (db *DB) PruneDedup(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
-	err := db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM processed_messages WHERE at < ?", nanos(before))
 		if err != nil {
 			return err

@@ -19,7 +19,7 @@ func (db *DB) EnsureTenant(ctx context.Context, t tether.Tenant) (created bool, 
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = time.Now()
 	}
-	err = db.inWriteTx(ctx, func(tx *sql.Tx) error {
+	err = db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`, t.ID, t.Name, nanos(t.CreatedAt))
 		if err != nil {
