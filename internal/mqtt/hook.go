@@ -97,6 +97,10 @@ type hook struct {
 	// those are pruned on the device's next connect.
 	mu      sync.RWMutex
 	devices map[string]*entry
+	// seqs holds the newest presence sequence number of each device with
+	// a connection here, so that its last connection's end is recorded
+	// under it.
+	seqs map[string]int64
 	// provs holds the live provisioning clients by the client ID (the
 	// device ID) they asked for: one at a time each.
 	provs map[string]*provClient
@@ -124,6 +128,7 @@ func newHook(srv *mochi.Server, auth Authenticator, in Ingestor, o Options) *hoo
 		devices:  map[string]*entry{},
 		provs:    map[string]*provClient{},
 		queues:   newQueues(),
+		seqs:     map[string]int64{},
 		inline:   srv.NewClient(nil, mochi.LocalListener, inlineID, true),
 		desired:  newDesiredIndex(maxDesired),
 		// Registrations are cheap to refuse but each one tried is a

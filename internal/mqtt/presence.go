@@ -61,6 +61,9 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 				return
 			}
 			c.seq.Store(seq)
+			h.mu.Lock()
+			h.seqs[d.ID] = max(h.seqs[d.ID], seq)
+			h.mu.Unlock()
 		})
 	}
 	if h.opts.Commands != nil && c.present {
@@ -73,7 +76,11 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	}
 }
 
-// disconnected records why a device's connection ended.
+// disconnected records why a device's connection ended. A device may
+// hold several connections (mqtt_max_connections_per_device): while
+// another of them is up, the device stays online, and when the last one
+// ends its disconnect is recorded under the newest sequence number the
+// device had here, so that it applies.
 func (h *hook) disconnected(cl *mochi.Client, d *tether.Device, c *conn, err error) {
 	p := h.opts.Presence
 	if p == nil {
@@ -84,6 +91,16 @@ func (h *hook) disconnected(cl *mochi.Client, d *tether.Device, c *conn, err err
 		seq := c.seq.Load()
 		if seq == 0 {
 			return // its connect was never recorded
+		}
+		if reason != tether.ReasonTakeover {
+			h.mu.Lock()
+			if h.otherConnection(d.ID, cl) {
+				h.mu.Unlock()
+				return
+			}
+			seq = max(seq, h.seqs[d.ID])
+			delete(h.seqs, d.ID)
+			h.mu.Unlock()
 		}
 		ctx, cancel := context.WithTimeout(h.svcCtx, serviceTimeout)
 		defer cancel()
@@ -121,4 +138,20 @@ func disconnectReason(cl *mochi.Client, err error, hasWill bool) string {
 		return tether.ReasonWill
 	}
 	return tether.ReasonConnectionLost
+}
+
+// otherConnection reports whether a device has a live connection other
+// than cl under another client ID (one under the same ID is a takeover).
+// h.mu must be held.
+func (h *hook) otherConnection(deviceID string, cl *mochi.Client) bool {
+	e := h.devices[deviceID]
+	if e == nil {
+		return false
+	}
+	for other := range e.clients {
+		if other != cl && other.ID != cl.ID && !other.Closed() {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 
@@ -9,7 +10,7 @@ import (
 )
 
 func TestPresence(t *testing.T) {
-	tg, s := startServices(t, nil, "p1", "p2", "p3", "p4", "p5", "p6")
+	tg, s := startServices(t, nil, "p1", "p2", "p3", "p4", "p5", "p6", "p7")
 
 	// connected waits for a device's connect and returns its sequence
 	// number; disconnected waits for its disconnect and checks it.
@@ -54,13 +55,11 @@ func TestPresence(t *testing.T) {
 	})
 
 	t.Run("a connection lost with a will", func(t *testing.T) {
-		watcher := tg.mustConnect3(t, "tcp", token("p3"), opts3{})
-		watcher.subscribe(t, "devices/p3/status", 1)
-		connected(t, "p3")
+		// The device's only connection: with another one up, the device
+		// would stay online.
 		conn := connectRawWith(t, tg.Addr(), raw("p3-will", "p3", true))
 		seq := connected(t, "p3")
 		conn.Close()
-		on3(t, watcher, "devices/p3/status")
 		disconnected(t, "p3", seq, tether.ReasonWill)
 	})
 
@@ -90,6 +89,21 @@ func TestPresence(t *testing.T) {
 		if second <= first {
 			t.Fatalf("the new connection has sequence number %d, the old one %d", second, first)
 		}
+	})
+
+	t.Run("a device with two connections stays online until the last one ends", func(t *testing.T) {
+		a := tg.mustConnect3(t, "tcp", token("p7"), opts3{id: "a"})
+		connected(t, "p7")
+		b := tg.mustConnect3(t, "tcp", token("p7"), opts3{id: "b"})
+		newest := connected(t, "p7")
+		b.Disconnect(250)
+		select {
+		case e := <-s.presence.events.ch("p7"):
+			t.Fatalf("%+v recorded while connection a is still up", e)
+		case <-time.After(300 * time.Millisecond):
+		}
+		a.Disconnect(250)
+		disconnected(t, "p7", newest, tether.ReasonCleanDisconnect)
 	})
 
 	t.Run("a server shutdown, recorded before Close returns", func(t *testing.T) {
