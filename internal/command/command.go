@@ -793,7 +793,7 @@ func (s *Service) announce(ctx context.Context, c *tether.Command) {
 	if s.events != nil {
 		b, err := json.Marshal(c)
 		if err == nil {
-			err = s.events.PublishEvent(ctx, c.TenantID, tether.EventCommand, c.DeviceID, b)
+			err = s.events.PublishEvent(context.WithoutCancel(ctx), c.TenantID, tether.EventCommand, c.DeviceID, b)
 		}
 		if err != nil {
 			// The store holds the change; only the event is lost.

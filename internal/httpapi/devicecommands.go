@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -63,7 +64,7 @@ func inflightKey(c *tether.Command) string { return c.TenantID + "/" + c.DeviceI
 //
 // A delivered two-way command awaiting its reply is not sent again: a
 // device polling while it works on one would otherwise get it back at
-// once, over and over.
+// once, over and over. Nor is one just sent another way (offerAgain).
 func (s *Server) pollCommands(w http.ResponseWriter, r *http.Request, d *tether.Device) error {
 	wait, err := parseWait(r)
 	if err != nil {
@@ -81,8 +82,9 @@ func (s *Server) pollCommands(w http.ResponseWriter, r *http.Request, d *tether.
 		return err
 	}
 	s.mu.Lock()
+	now := s.now()
 	for _, c := range pending {
-		if (c.Status != tether.CommandQueued && c.Status != tether.CommandSent) || s.inflight[inflightKey(c)] {
+		if !offerAgain(c, now) || s.inflight[inflightKey(c)] {
 			continue
 		}
 		s.inflight[inflightKey(c)] = true
@@ -119,11 +121,33 @@ func (s *Server) pollCommands(w http.ResponseWriter, r *http.Request, d *tether.
 		return nil
 	}
 	for _, c := range cmds {
-		if err := s.sv.Commands.Delivered(r.Context(), d.TenantID, d.ID, c.ID); err != nil {
+		if err := s.sv.Commands.Delivered(context.WithoutCancel(r.Context()), d.TenantID, d.ID, c.ID); err != nil {
 			s.log.Warn("command delivered over HTTP but not marked so", "device", d.ID, "command", c.ID, "err", err)
 		}
 	}
 	return nil
+}
+
+// resendAfter is how long a command sent to the device another way (MQTT,
+// CoAP) waits for that transport's acknowledgement before a poll takes it
+// too: a device that polls over HTTP has likely left the other one.
+const resendAfter = 10 * time.Second
+
+// offerAgain reports whether a poll may hand out a pending command: a
+// queued one, or one sent at least resendAfter ago and not delivered.
+func offerAgain(c *tether.Command, now time.Time) bool {
+	switch c.Status {
+	case tether.CommandQueued:
+		return true
+	case tether.CommandSent:
+		for i := len(c.History) - 1; i >= 0; i-- {
+			if h := c.History[i]; h.Status == tether.CommandSent {
+				return now.Sub(h.At) >= resendAfter
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // endPoll takes the poll out of the registry, so Deliver no longer gives

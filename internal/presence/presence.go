@@ -499,7 +499,7 @@ func (s *Service) publish(ctx context.Context, p *tether.Presence) {
 	}
 	b, err := json.Marshal(p)
 	if err == nil {
-		err = s.events.PublishEvent(ctx, p.TenantID, tether.EventPresence, p.DeviceID, b)
+		err = s.events.PublishEvent(context.WithoutCancel(ctx), p.TenantID, tether.EventPresence, p.DeviceID, b)
 	}
 	if err != nil {
 		s.log.Warn("presence event not published", "tenant", p.TenantID, "device", p.DeviceID, "status", p.Status, "err", err)

@@ -230,14 +230,16 @@ func (s *Service) checkDoc(doc string, m map[string]any) error {
 
 // publish announces a changed shadow. The change is stored already, so a
 // bus failure is logged, not returned: the next update or a get brings
-// the device and the apps up to date.
+// the device and the apps up to date. The caller's cancellation is
+// dropped: an app that hangs up after the commit must not cost the device
+// its delta.
 func (s *Service) publish(ctx context.Context, sh *tether.Shadow) {
 	if s.events == nil {
 		return
 	}
 	b, err := json.Marshal(sh)
 	if err == nil {
-		err = s.events.PublishEvent(ctx, sh.TenantID, tether.EventShadow, sh.DeviceID, b)
+		err = s.events.PublishEvent(context.WithoutCancel(ctx), sh.TenantID, tether.EventShadow, sh.DeviceID, b)
 	}
 	if err != nil {
 		s.log.Warn("publish shadow event", "tenant", sh.TenantID, "device", sh.DeviceID, "shadow", sh.Name, "version", sh.Version, "err", err)
