@@ -73,12 +73,17 @@ func (db *DB) Shadow(ctx context.Context, tenantID, deviceID, name string) (*tet
 	return sh, nil
 }
 
+// MaxNamedShadows bounds a device's named shadows (besides its classic
+// one), so that a device cannot fill the store with them.
+const MaxNamedShadows = 16
+
 // UpdateShadow reads a shadow, calls apply with it and stores the shadow
 // apply returns as the next version, all in one write transaction: the
 // write is a compare-and-swap on the version read, so that no update is
 // ever lost. (On SQLite's one write connection the swap cannot fail; a
 // store with concurrent writers returns ECONFLICT when it does.) It
-// returns an ENOTFOUND error if the tenant has no such device, and an
+// returns an ENOTFOUND error if the tenant has no such device, an
+// ETOOMANY error for a new named shadow beyond MaxNamedShadows, and an
 // error from apply as it is, storing nothing.
 func (db *DB) UpdateShadow(ctx context.Context, tenantID, deviceID, name string,
 	apply func(cur *tether.Shadow) (*tether.Shadow, error)) (*tether.Shadow, error) {
@@ -106,6 +111,15 @@ func (db *DB) UpdateShadow(ctx context.Context, tenantID, deviceID, name string,
 		}
 		var res sql.Result
 		if cur.Version == 0 {
+			if name != "" {
+				var n int
+				if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM shadows WHERE device_id = ? AND name <> ''", deviceID).Scan(&n); err != nil {
+					return err
+				}
+				if n >= MaxNamedShadows {
+					return tether.Errorf(tether.ETOOMANY, "a device has at most %d named shadows; delete one first", MaxNamedShadows)
+				}
+			}
 			res, err = tx.ExecContext(ctx, `INSERT INTO shadows
 				(device_id, name, tenant_id, desired, reported, metadata, version, updated_at)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, name) DO NOTHING`,

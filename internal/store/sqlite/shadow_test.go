@@ -3,10 +3,12 @@ package sqlite_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/store/sqlite"
 )
 
 func TestShadowStore(t *testing.T) {
@@ -86,6 +88,23 @@ func TestShadowStore(t *testing.T) {
 		wantCode(t, db.DeleteShadow(ctx, tenantA, "d1", "a"), tether.ENOTFOUND)
 		if names, _ := db.ShadowNames(ctx, tenantA, "d1"); !reflect.DeepEqual(names, []string{"b"}) {
 			t.Errorf("names = %q", names)
+		}
+	})
+	t.Run("a device has at most MaxNamedShadows named shadows", func(t *testing.T) {
+		createDevice(t, db, tenantA, "many", nil)
+		for i := range sqlite.MaxNamedShadows {
+			if _, err := db.UpdateShadow(ctx, tenantA, "many", fmt.Sprintf("part%d", i), write); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.UpdateShadow(ctx, tenantA, "many", "one-too-many", write); tether.ErrorCode(err) != tether.ETOOMANY {
+			t.Errorf("err = %v, want ETOOMANY", err)
+		}
+		if _, err := db.UpdateShadow(ctx, tenantA, "many", "part0", write); err != nil {
+			t.Errorf("an existing one can still be updated: %v", err)
+		}
+		if _, err := db.UpdateShadow(ctx, tenantA, "many", "", write); err != nil {
+			t.Errorf("the classic one does not count: %v", err)
 		}
 	})
 	t.Run("deleting the device deletes its shadows", func(t *testing.T) {
