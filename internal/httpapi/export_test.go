@@ -7,3 +7,6 @@ func (s *Server) Polling(tenant, device string) bool {
 	defer s.mu.Unlock()
 	return len(s.polls[deviceKey{tenant, device}]) > 0
 }
+
+// OfferAgain is offerAgain, for tests.
+var OfferAgain = offerAgain
