@@ -148,6 +148,22 @@ func benchDevices(b *testing.B, n *node, prefix string) [][2]string {
 	return creds
 }
 
+// commandDevices connects the devices, subscribes each to its commands
+// and makes it answer them (see answerCommands).
+func commandDevices(b *testing.B, addr string, creds [][2]string) ([]*mqttClient, *sync.WaitGroup) {
+	b.Helper()
+	clients, err := connectAll(b, addr, creds)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, c := range clients {
+		if err := c.subscribe("devices/"+creds[i][0]+"/commands/+", 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return clients, answerCommands(clients)
+}
+
 // answerCommands makes every client a device that replies to each command
 // on its reply topic, at once; it returns when the connections close.
 func answerCommands(clients []*mqttClient) *sync.WaitGroup {
@@ -175,16 +191,7 @@ func commandsTether(b *testing.B) loadResult {
 	run := newLoadRun(b, nil)
 	n := startBenchNode(b, func(c *config.Config) { c.CommandRatePerDevice = 1 << 30 }, nil)
 	creds := benchDevices(b, n, "cmd")
-	clients, err := connectAll(b, n.MQTT.Addr(), creds)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i, c := range clients {
-		if err := c.subscribe("devices/"+creds[i][0]+"/commands/+", 1); err != nil {
-			b.Fatal(err)
-		}
-	}
-	devices := answerCommands(clients)
+	clients, devices := commandDevices(b, n.MQTT.Addr(), creds)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *loadCallers}}
 	url := "http://" + n.HTTP.Addr() + "/api/v1/devices/"
 	closedLoop(b, run, *loadCallers, nil, func(_, v int) error {
@@ -222,16 +229,7 @@ func commandsMosquitto(b *testing.B) loadResult {
 	for i := range creds {
 		creds[i] = [2]string{fmt.Sprintf("cmd-%05d", i), ""}
 	}
-	clients, err := connectAll(b, addr, creds)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i, c := range clients {
-		if err := c.subscribe("devices/"+creds[i][0]+"/commands/+", 1); err != nil {
-			b.Fatal(err)
-		}
-	}
-	devices := answerCommands(clients)
+	clients, devices := commandDevices(b, addr, creds)
 	callers := make([][2]string, *loadCallers)
 	for w := range callers {
 		callers[w] = [2]string{fmt.Sprintf("caller-%03d", w), ""}
