@@ -257,6 +257,8 @@ func (s *Server) Handler() http.Handler {
 	api("GET /api/v1/provisioning-keys", needs(s.sv.Provision != nil, "provisioning", s.listProvisioningKeys))
 	api("DELETE /api/v1/provisioning-keys/{id}", needs(s.sv.Provision != nil, "provisioning", s.revokeProvisioningKey))
 	api("POST /api/v1/provisioning-keys/{id}/rotate", needs(s.sv.Provision != nil, "provisioning", s.rotateProvisioningKey))
+	s.ruleRoutes(api)
+	s.alertRoutes(api)
 
 	// Devices, not programs, call these, with their own credentials.
 	mux.HandleFunc("POST /api/v1/ingest", s.ingest)

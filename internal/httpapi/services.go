@@ -19,6 +19,8 @@ type Services struct {
 	Presence   Presence
 	Quarantine Quarantine
 	Provision  Provision
+	Rules      Rules
+	Alerts     Alerts
 }
 
 // Profiles is what the API needs of the profile service.
