@@ -87,7 +87,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if m.Bus, err = bus.Open(ctx, bus.Options{
 		URL: cfg.NATSURL, StoreDir: filepath.Join(cfg.DataDir, "nats"), ListenAddr: cfg.NATSAddr,
-		MaxBytes: cfg.BusMaxBytes, Durables: []string{storageConsumer}, Logger: m.log.With("component", "bus"),
+		MaxBytes: cfg.BusMaxBytes, Durables: []string{storageConsumer, rulesConsumer}, Logger: m.log.With("component", "bus"),
 	}); err != nil {
 		return fmt.Errorf("open bus: %w", err)
 	}
@@ -122,6 +122,9 @@ func (m *Main) Run(ctx context.Context) error {
 	limits.MaxPayload = cfg.MaxPayload
 	m.Ingestor = ingest.New(m.Bus, limits, cfg.DevicePublishRate, m.log.With("component", "ingest"))
 	if err := m.startServices(ctx); err != nil {
+		return err
+	}
+	if err := m.startRules(ctx); err != nil {
 		return err
 	}
 	sv := m.services
@@ -335,6 +338,9 @@ func (m *Main) Close() error {
 		if m.httpDone != nil {
 			errs = append(errs, <-m.httpDone)
 		}
+	}
+	if m.services != nil {
+		m.services.ruleRuntime.close(ctx)
 	}
 	m.services.close()
 	if m.Writer != nil {

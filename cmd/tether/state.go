@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/alert"
 	"github.com/tether-iot/tether/internal/command"
 	"github.com/tether-iot/tether/internal/httpapi"
 	"github.com/tether-iot/tether/internal/presence"
 	"github.com/tether-iot/tether/internal/profile"
 	"github.com/tether-iot/tether/internal/provision"
+	"github.com/tether-iot/tether/internal/rules"
+	"github.com/tether-iot/tether/internal/rules/action"
 	"github.com/tether-iot/tether/internal/shadow"
 	"github.com/tether-iot/tether/internal/store/sqlite"
 )
@@ -33,8 +36,12 @@ type services struct {
 	Commands  *command.Service
 	Presence  *presence.Service
 	Provision *provision.Service
+	Alerts    *alert.Service
+	Rules     *rules.Service
+	Actions   *action.Runner
 
-	stop context.CancelFunc
+	ruleRuntime *ruleRuntime
+	stop        context.CancelFunc
 	wg   sync.WaitGroup
 }
 
@@ -93,6 +100,8 @@ func (s *services) httpServices(db *sqlite.DB) httpapi.Services {
 		Presence:   s.Presence,
 		Quarantine: quarantineAPI{db},
 		Provision:  provisionAPI{s.Provision},
+		Alerts:     s.Alerts,
+		Rules:      s.Rules,
 	}
 }
 
@@ -110,6 +119,9 @@ func (m *Main) onEvent(tenant, kind, device string, data []byte) {
 		m.CoAP.ShadowChanged(&sh)
 	}
 	m.MQTT.PublishEvent(tenant, kind, device, data)
+	if rt := m.services.ruleRuntime; rt != nil {
+		rt.event(tenant, kind, device, data)
+	}
 }
 
 type commandsAPI struct{ *command.Service }

@@ -72,3 +72,12 @@ func (b *Bus) SubscribeEvents(kind string, fn func(tenant, kind, device string, 
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
 }
+
+// Publish publishes data on a core NATS subject (no stream keeps it): for
+// rule actions that hand results to programs listening on the bus.
+func (b *Bus) Publish(subject string, data []byte) error {
+	if err := b.nc.Publish(subject, data); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/alert"
+	"github.com/tether-iot/tether/internal/bus"
+	"github.com/tether-iot/tether/internal/command"
+	"github.com/tether-iot/tether/internal/rules"
+	"github.com/tether-iot/tether/internal/rules/action"
+	"github.com/tether-iot/tether/internal/rules/engine"
+	"github.com/tether-iot/tether/internal/telemetry"
+)
+
+// rulesConsumer is the durable bus consumer of the rules engine; nodes
+// sharing a bus share its work.
+const rulesConsumer = "rules"
+
+// checkpointEvery and checkpointAt are when the engine's state is saved
+// and the telemetry it has seen acknowledged: every second, or sooner once
+// that many bus messages wait (well inside the bus's 30 s ack wait).
+const (
+	checkpointEvery = time.Second
+	checkpointAt    = 500
+)
+
+// ruleRuntime runs the rules on the live stream: the engine evaluates
+// each telemetry message of the bus, the action runner works the outbox
+// of results. Telemetry is acknowledged to the bus only after a
+// checkpoint has saved the engine's state and its results' actions, so a
+// crash redelivers what the saved state has not seen.
+type ruleRuntime struct {
+	log     *slog.Logger
+	engine  *engine.Engine
+	devices *deviceCache
+
+	mu      sync.Mutex // serialises Handle, Flush and Checkpoint with the acks
+	pending []bus.Msg
+
+	consumption *bus.Consumption
+	stop        context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+// startRules builds the alert and rules services, the action runner and
+// the engine, and starts consuming telemetry.
+func (m *Main) startRules(ctx context.Context) error {
+	s, log := m.services, m.log
+	rt := &ruleRuntime{log: log.With("component", "rules-engine"), devices: newDeviceCache(m.Registry, 5*time.Second)}
+	s.Alerts = alert.New(m.DB, m.Bus, alert.Options{Logger: log.With("component", "alert")})
+	s.Rules = rules.New(m.DB, ruleEvents{m.Bus, rt}, rules.Options{Logger: log.With("component", "rules")})
+	s.Actions = action.New(m.DB, action.Sinks{
+		NATS: func(ctx context.Context, subject string, payload []byte) error {
+			return m.Bus.Publish(subject, payload)
+		},
+		Store:   m.storeDerived,
+		Command: s.ruleCommand,
+		Alert:   s.alertSignal,
+	}, action.Options{Logger: log.With("component", "actions")})
+	rt.engine = engine.New(s.Rules, m.Registry, s.Actions, m.DB, engine.Options{
+		Logger: rt.log, Telemetry: m.DB, Alerts: alerter{s.Alerts},
+	})
+	if err := rt.engine.Reload(ctx); err != nil {
+		return fmt.Errorf("rules engine: %w", err)
+	}
+	s.ruleRuntime = rt
+
+	var runCtx context.Context
+	runCtx, rt.stop = context.WithCancel(context.Background())
+	for _, run := range []func(context.Context){s.Alerts.Run, s.Actions.Run, rt.tick} {
+		rt.wg.Add(1)
+		go func() {
+			defer rt.wg.Done()
+			run(runCtx)
+		}()
+	}
+	c, err := m.Bus.ConsumeTelemetry(ctx, rulesConsumer, 4*checkpointAt, rt.handle)
+	if err != nil {
+		return err
+	}
+	rt.consumption = c
+	return nil
+}
+
+// handle evaluates one bus message (a message or a batch of them) and
+// holds its acknowledgement for the next checkpoint.
+func (rt *ruleRuntime) handle(msg bus.Msg) {
+	m, err := telemetry.UnmarshalMessage(msg.Data())
+	if err != nil {
+		rt.log.Error("rules: unreadable telemetry on the bus; skipped", "err", err)
+		_ = msg.Ack()
+		return
+	}
+	ctx := context.Background()
+	d, err := rt.devices.get(ctx, m.TenantID, m.DeviceID)
+	if err != nil {
+		// A device deleted since: its telemetry has no rules to meet.
+		_ = msg.Ack()
+		return
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if err := rt.engine.Handle(ctx, engine.InputsFromMessage(m, d)); err != nil {
+		rt.log.Warn("rules: evaluation", "err", err)
+	}
+	rt.pending = append(rt.pending, msg)
+	if len(rt.pending) >= checkpointAt {
+		rt.checkpointLocked(ctx)
+	}
+}
+
+// checkpointLocked saves the engine's state and acknowledges what it has
+// seen; on failure the messages stay unacknowledged and are tried again
+// at the next checkpoint (or redelivered after a crash).
+func (rt *ruleRuntime) checkpointLocked(ctx context.Context) {
+	if err := rt.engine.Checkpoint(ctx); err != nil {
+		rt.log.Warn("rules: checkpoint", "err", err)
+		return
+	}
+	for _, msg := range rt.pending {
+		_ = msg.Ack()
+	}
+	rt.pending = rt.pending[:0]
+}
+
+// tick closes the windows of silent devices, checkpoints, and picks up
+// rule changes, until ctx ends.
+func (rt *ruleRuntime) tick(ctx context.Context) {
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			rt.mu.Lock()
+			if err := rt.engine.Flush(ctx, now); err != nil {
+				rt.log.Warn("rules: flush", "err", err)
+			}
+			rt.checkpointLocked(ctx)
+			rt.mu.Unlock()
+			if n%30 == 29 {
+				rt.reload(ctx) // in case a change event was missed
+			}
+		}
+	}
+}
+
+// close stops consuming, saves the state and acknowledges what was seen,
+// then stops the loops.
+func (rt *ruleRuntime) close(ctx context.Context) {
+	if rt == nil {
+		return
+	}
+	if rt.consumption != nil {
+		rt.consumption.Stop()
+	}
+	rt.mu.Lock()
+	rt.checkpointLocked(ctx)
+	rt.mu.Unlock()
+	if rt.stop != nil {
+		rt.stop()
+	}
+	rt.wg.Wait()
+}
+
+// storeDerived stores a rule's result as telemetry of the device: each
+// numeric, boolean or string value under "<key>", through the same path
+// as a device's own telemetry (the bus, then the writer).
+func (m *Main) storeDerived(ctx context.Context, tenant, deviceID string, t time.Time, values map[string]any) error {
+	d, err := m.Registry.Device(ctx, tenant, deviceID)
+	if err != nil {
+		return err
+	}
+	body := make(map[string]any, len(values)+1)
+	for k, v := range values {
+		switch v.(type) {
+		case float64, bool, string, int, int64:
+			body[k] = v
+		}
+	}
+	body["ts"] = t.UTC().Format(time.RFC3339Nano)
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return tether.Errorf(tether.EINVALID, "derived values: %v", err)
+	}
+	_, err = m.Ingestor.Accept(ctx, d, payload)
+	return err
+}
+
+// ruleCommand sends a rule's command through the same guardrails as an
+// API call, with the delivery's ID as the idempotency key, so a retried
+// delivery sends the command once.
+func (s *services) ruleCommand(ctx context.Context, tenant, deviceID, name string, params json.RawMessage, source string) error {
+	key, _ := action.DeliveryID(ctx)
+	_, _, err := s.Commands.Send(ctx, tenant, deviceID, command.Request{
+		Name: name, Params: params, Source: source, Role: tether.RoleAdmin, IdempotencyKey: key,
+	})
+	return err
+}
+
+func (s *services) alertSignal(ctx context.Context, tenant, ruleID, deviceID string, a tether.RuleAction, met bool, t time.Time, values map[string]any) error {
+	_, err := s.Alerts.Signal(ctx, tenant, ruleID, deviceID, a, met, t, values)
+	return err
+}
+
+// alerter adapts the alert service to the engine.
+type alerter struct{ *alert.Service }
+
+func (a alerter) Signal(ctx context.Context, tenant, ruleID, deviceID string, ra tether.RuleAction, met bool, t time.Time, values map[string]any) error {
+	_, err := a.Service.Signal(ctx, tenant, ruleID, deviceID, ra, met, t, values)
+	return err
+}
+
+// deviceCache keeps the devices the engine sees for a while: rules read
+// their name, profile and labels for every message.
+type deviceCache struct {
+	reg interface {
+		Device(ctx context.Context, tenant, id string) (*tether.Device, error)
+	}
+	ttl time.Duration
+
+	mu sync.Mutex
+	m  map[string]cachedDevice
+}
+
+type cachedDevice struct {
+	d  *tether.Device
+	at time.Time
+}
+
+func newDeviceCache(reg interface {
+	Device(ctx context.Context, tenant, id string) (*tether.Device, error)
+}, ttl time.Duration) *deviceCache {
+	return &deviceCache{reg: reg, ttl: ttl, m: map[string]cachedDevice{}}
+}
+
+// maxCachedDevices bounds the cache; past it, it starts again empty.
+const maxCachedDevices = 100_000
+
+func (c *deviceCache) get(ctx context.Context, tenant, id string) (*tether.Device, error) {
+	key := tenant + "/" + id
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[key]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < c.ttl {
+		return e.d, nil
+	}
+	d, err := c.reg.Device(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if len(c.m) >= maxCachedDevices {
+		c.m = map[string]cachedDevice{}
+	}
+	c.m[key] = cachedDevice{d: d, at: now}
+	c.mu.Unlock()
+	return d, nil
+}
+
+// reload picks up the rules as they are now.
+func (rt *ruleRuntime) reload(ctx context.Context) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.engine == nil {
+		return
+	}
+	if err := rt.engine.Reload(ctx); err != nil {
+		rt.log.Warn("rules: reload", "err", err)
+	}
+}
+
+// ruleEvents announces rule changes on the bus (other nodes reload on the
+// event) and reloads this node's engine before the change is answered,
+// so that a rule saved over the API applies to the next message.
+type ruleEvents struct {
+	bus *bus.Bus
+	rt  *ruleRuntime
+}
+
+func (e ruleEvents) PublishEvent(ctx context.Context, tenant, kind, device string, data []byte) error {
+	err := e.bus.PublishEvent(ctx, tenant, kind, device, data)
+	e.rt.reload(ctx)
+	return err
+}
+
+// event evaluates a device event from the bus (presence, shadow, command,
+// alert) against the rules that read that source. Events come over core
+// NATS, from every node: best effort, unlike telemetry.
+func (rt *ruleRuntime) event(tenant, kind, device string, data []byte) {
+	switch kind {
+	case engine.KindPresence, engine.KindShadow, engine.KindCommand, engine.KindAlert:
+	case rules.EventKind:
+		rt.reload(context.Background()) // a change made on another node
+		return
+	default:
+		return
+	}
+	ctx := context.Background()
+	d, err := rt.devices.get(ctx, tenant, device)
+	if err != nil {
+		return
+	}
+	in, err := engine.InputFromEvent(tenant, kind, d, time.Now(), data)
+	if err != nil {
+		rt.log.Debug("rules: unreadable event", "kind", kind, "device", device, "err", err)
+		return
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if err := rt.engine.Handle(ctx, []engine.Input{in}); err != nil {
+		rt.log.Warn("rules: evaluation", "err", err)
+	}
+}

@@ -1,0 +1,118 @@
+package main_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/tether-iot/tether"
+)
+
+// This file holds the end-to-end tests of rules (issue 5) on a real node:
+// telemetry from a real MQTT client, rules saved over REST, a webhook
+// received by a real HTTP server, alerts read back over REST.
+
+func TestARuleCallsASignedWebhook(t *testing.T) {
+	n := startNode(t, nil)
+	got := make(chan *http.Request, 4)
+	bodies := make(chan []byte, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r
+		bodies <- b
+	}))
+	defer hook.Close()
+	rule := map[string]any{
+		"id": "hot-rooms", "name": "Hot rooms",
+		"statement": "SELECT temp, device.labels.room AS room FROM telemetry WHERE temp > 30",
+		"actions":   []map[string]any{{"type": "webhook", "url": hook.URL, "secret": "s3cret"}},
+	}
+	if status, _, raw := n.api("POST", "/api/v1/rules", "", rule, nil); status != http.StatusCreated {
+		t.Fatalf("create rule: %d %s", status, raw)
+	}
+	id, token := n.createDevice("room-1")
+	c, err := mqtt3(t, "tcp://"+n.MQTT.Addr(), "room-1", id, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, c.Publish("devices/"+id+"/telemetry", 1, false, `{"temp": 21}`))
+	wait(t, c.Publish("devices/"+id+"/telemetry", 1, false, `{"temp": 35}`))
+	select {
+	case r := <-got:
+		body := <-bodies
+		mac := hmac.New(sha256.New, []byte("s3cret"))
+		mac.Write(body)
+		if want := "sha256=" + hex.EncodeToString(mac.Sum(nil)); r.Header.Get("X-Tether-Signature") != want {
+			t.Errorf("signature %q, want %q", r.Header.Get("X-Tether-Signature"), want)
+		}
+		var m struct {
+			Rule   string         `json:"rule"`
+			Device string         `json:"device"`
+			Values map[string]any `json:"values"`
+		}
+		decode(t, body, &m)
+		if m.Rule != "hot-rooms" || m.Values["temp"] != 35.0 {
+			t.Errorf("webhook body %s", body)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no webhook call")
+	}
+	select {
+	case <-got:
+		t.Error("the reading of 21 called the webhook too")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func TestARuleAlertsOnATrend(t *testing.T) {
+	n := startNode(t, nil)
+	rule := map[string]any{
+		"id": "vibration-trend", "name": "Vibration heading for 6.0 within 48 h",
+		"statement": `SELECT avg(vibration) AS v, time_to_threshold(avg(vibration), 6.0, 3600) AS eta
+FROM telemetry GROUP BY device, TUMBLING(10s) HAVING eta < 172800`,
+		"actions": []map[string]any{{"type": "alert", "alert_type": "vibration_trend", "severity": "warning"}},
+	}
+	if status, _, raw := n.api("POST", "/api/v1/rules", "", rule, nil); status != http.StatusCreated {
+		t.Fatalf("create rule: %d %s", status, raw)
+	}
+	id, token := n.createDevice("arm-1")
+	c, err := mqtt3(t, "tcp://"+n.MQTT.Addr(), "arm-1", id, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Vibration creeping up 0.1 every 10 s: one reading per window, in
+	// event time, an hour ago.
+	base := time.Now().Add(-time.Hour).Truncate(10 * time.Second)
+	for i := range 6 {
+		ts := base.Add(time.Duration(i) * 10 * time.Second).UnixMilli()
+		wait(t, c.Publish("devices/"+id+"/telemetry", 1, false, fmt.Sprintf(`{"vibration": %.1f, "ts": %d}`, 2.0+0.1*float64(i), ts)))
+	}
+	var alerts struct {
+		Alerts []tether.Alert `json:"alerts"`
+	}
+	waitFor(t, "the trend alert", func() bool {
+		n.api("GET", "/api/v1/alerts?status=active", "", nil, &alerts)
+		return len(alerts.Alerts) > 0
+	})
+	a := alerts.Alerts[0]
+	if len(alerts.Alerts) != 1 || a.RuleID != "vibration-trend" || a.DeviceID != id || a.Type != "vibration_trend" {
+		t.Errorf("alerts = %+v", alerts.Alerts)
+	}
+	t.Run("the rule is not failing", func(t *testing.T) {
+		var m map[string]any
+		if status, _, raw := n.api("GET", "/api/v1/rules/vibration-trend", "", nil, &m); status != http.StatusOK {
+			t.Fatalf("%d %s", status, raw)
+		}
+		b, _ := json.Marshal(m)
+		if m["status"] != tether.RuleOK {
+			t.Errorf("rule %s", b)
+		}
+	})
+}
