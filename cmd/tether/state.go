@@ -42,7 +42,7 @@ type services struct {
 
 	ruleRuntime *ruleRuntime
 	stop        context.CancelFunc
-	wg   sync.WaitGroup
+	wg          sync.WaitGroup
 }
 
 // startServices builds the services and starts their background loops
