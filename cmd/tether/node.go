@@ -195,7 +195,7 @@ func (m *Main) Run(ctx context.Context) error {
 		m.log.Info("CoAP over DTLS listening", "addr", a)
 	}
 
-	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http"), Services: sv.httpServices(m.DB)}
+	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http"), Services: sv.httpServices(m)}
 	if serverTLS != nil {
 		ho.TLSAddr, ho.TLS = cfg.HTTPSAddr, serverTLS.Clone()
 	}

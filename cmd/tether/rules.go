@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,9 +13,11 @@ import (
 	"github.com/tether-iot/tether/internal/alert"
 	"github.com/tether-iot/tether/internal/bus"
 	"github.com/tether-iot/tether/internal/command"
+	"github.com/tether-iot/tether/internal/httpapi"
 	"github.com/tether-iot/tether/internal/rules"
 	"github.com/tether-iot/tether/internal/rules/action"
 	"github.com/tether-iot/tether/internal/rules/engine"
+	"github.com/tether-iot/tether/internal/rules/lang"
 	"github.com/tether-iot/tether/internal/telemetry"
 )
 
@@ -319,4 +322,104 @@ func (rt *ruleRuntime) event(tenant, kind, device string, data []byte) {
 	if err := rt.engine.Handle(ctx, []engine.Input{in}); err != nil {
 		rt.log.Warn("rules: evaluation", "err", err)
 	}
+}
+
+// ruleEngineAPI gives the HTTP API the engine's development loop: dry
+// runs, backtests, metrics, traces and dead letters.
+type ruleEngineAPI struct{ m *Main }
+
+func (a ruleEngineAPI) inputs(ctx context.Context, tenant string, in []httpapi.RuleInput) ([]engine.Input, error) {
+	out := make([]engine.Input, 0, len(in))
+	for _, i := range in {
+		e := engine.Input{TenantID: tenant, Time: i.Time, Values: i.Values, Topic: i.Topic, Payload: i.Payload}
+		if e.Time.IsZero() {
+			e.Time = time.Now()
+		}
+		if i.Device != "" {
+			d, err := a.m.Registry.Device(ctx, tenant, i.Device)
+			if err != nil {
+				return nil, err
+			}
+			e.Device = d
+		}
+		if i.Topic != "" {
+			e.Kind = engine.KindMQTT
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// describe says what each action of r would do with each result.
+func (a ruleEngineAPI) describe(r *tether.Rule, results []tether.RuleResult) []string {
+	var out []string
+	for _, res := range results {
+		for _, act := range r.Actions {
+			d, err := a.m.services.Actions.Describe(r, act, res)
+			if err != nil {
+				d = act.Type + ": " + err.Error()
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (a ruleEngineAPI) DryRun(ctx context.Context, tenant string, r *tether.Rule, in []httpapi.RuleInput) ([]tether.RuleResult, any, []string, error) {
+	ins, err := a.inputs(ctx, tenant, in)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r.TenantID = tenant
+	results, traces, err := a.m.services.ruleRuntime.engine.DryRun(r, ins)
+	if err != nil {
+		return nil, nil, nil, positioned(err)
+	}
+	return results, traces, a.describe(r, results), nil
+}
+
+func (a ruleEngineAPI) Backtest(ctx context.Context, tenant string, r *tether.Rule, from, to time.Time, devices []string) ([]tether.RuleResult, []string, error) {
+	r.TenantID = tenant
+	results, err := a.m.services.ruleRuntime.engine.Backtest(ctx, r, tenant, from, to, devices)
+	if err != nil {
+		return nil, nil, positioned(err)
+	}
+	return results, a.describe(r, results), nil
+}
+
+func (a ruleEngineAPI) Metrics(tenant, ruleID string) any {
+	ok, failed := a.m.services.Actions.Stats(tenant, ruleID)
+	return struct {
+		engine.Metrics
+		ActionsOK     uint64 `json:"actions_ok"`
+		ActionsFailed uint64 `json:"actions_failed"`
+	}{a.m.services.ruleRuntime.engine.Metrics(tenant, ruleID), ok, failed}
+}
+
+func (a ruleEngineAPI) Trace(tenant, ruleID string) any {
+	return a.m.services.ruleRuntime.engine.Trace(tenant, ruleID)
+}
+
+func (a ruleEngineAPI) DeadLetters(ctx context.Context, tenant, ruleID string, limit int) (any, error) {
+	return a.m.services.Actions.DeadLetters(ctx, tenant, ruleID, limit)
+}
+
+// positioned gives a statement's compile error its position for the API
+// (a 422 naming line and column); other errors pass as they are.
+func positioned(err error) error {
+	var le *lang.Error
+	if errors.As(err, &le) {
+		return statementError{le}
+	}
+	return err
+}
+
+// statementError is a compile error of a rule's statement, with its
+// position in the statement.
+type statementError struct{ err *lang.Error }
+
+func (e statementError) Error() string                { return e.err.Error() }
+func (e statementError) Position() (line, column int) { return e.err.Line, e.err.Col }
+func (e statementError) Unwrap() []error {
+	return []error{e.err, tether.Errorf(tether.EINVALID, "%s", e.err.Error())}
 }

@@ -92,7 +92,8 @@ func (s *services) close() {
 }
 
 // httpServices adapts the services to the HTTP API.
-func (s *services) httpServices(db *sqlite.DB) httpapi.Services {
+func (s *services) httpServices(m *Main) httpapi.Services {
+	db := m.DB
 	return httpapi.Services{
 		Profiles:   s.Profiles,
 		Shadows:    s.Shadows,
@@ -102,6 +103,7 @@ func (s *services) httpServices(db *sqlite.DB) httpapi.Services {
 		Provision:  provisionAPI{s.Provision},
 		Alerts:     s.Alerts,
 		Rules:      s.Rules,
+		RuleEngine: ruleEngineAPI{m},
 	}
 }
 

@@ -258,6 +258,7 @@ func (s *Server) Handler() http.Handler {
 	api("DELETE /api/v1/provisioning-keys/{id}", needs(s.sv.Provision != nil, "provisioning", s.revokeProvisioningKey))
 	api("POST /api/v1/provisioning-keys/{id}/rotate", needs(s.sv.Provision != nil, "provisioning", s.rotateProvisioningKey))
 	s.ruleRoutes(api)
+	s.ruleDevRoutes(anyRole)
 	s.alertRoutes(api)
 
 	// Devices, not programs, call these, with their own credentials.

@@ -21,6 +21,7 @@ type Services struct {
 	Provision  Provision
 	Rules      Rules
 	Alerts     Alerts
+	RuleEngine RuleEngine
 }
 
 // Profiles is what the API needs of the profile service.
