@@ -59,6 +59,9 @@ func (m *Main) startRules(ctx context.Context) error {
 	s.Alerts = alert.New(m.DB, m.Bus, alert.Options{Logger: log.With("component", "alert")})
 	s.Rules = rules.New(m.DB, ruleEvents{m.Bus, rt}, rules.Options{Logger: log.With("component", "rules")})
 	s.Actions = action.New(m.DB, action.Sinks{
+		Republish: func(ctx context.Context, tenant, topic string, payload []byte) error {
+			return m.MQTT.PublishRuleResult(tenant, topic, payload)
+		},
 		NATS: func(ctx context.Context, subject string, payload []byte) error {
 			return m.Bus.Publish(subject, payload)
 		},

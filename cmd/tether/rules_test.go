@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/tether-iot/tether"
 )
 
@@ -20,7 +22,7 @@ import (
 // telemetry from a real MQTT client, rules saved over REST, a webhook
 // received by a real HTTP server, alerts read back over REST.
 
-func TestARuleCallsASignedWebhook(t *testing.T) {
+func TestARuleCallsASignedWebhookAndRepublishesForApps(t *testing.T) {
 	n := startNode(t, nil)
 	got := make(chan *http.Request, 4)
 	bodies := make(chan []byte, 4)
@@ -33,8 +35,15 @@ func TestARuleCallsASignedWebhook(t *testing.T) {
 	rule := map[string]any{
 		"id": "hot-rooms", "name": "Hot rooms",
 		"statement": "SELECT temp, device.labels.room AS room FROM telemetry WHERE temp > 30",
-		"actions":   []map[string]any{{"type": "webhook", "url": hook.URL, "secret": "s3cret"}},
+		"actions": []map[string]any{{"type": "webhook", "url": hook.URL, "secret": "s3cret"},
+			{"type": "republish", "topic": "hot/{device}"}},
 	}
+	app := newCollector()
+	ac, err := mqtt3(t, "tcp://"+n.MQTT.Addr(), "dashboard", "$app", adminKey, func(o *paho3.ClientOptions) { o.SetDefaultPublishHandler(app.handle) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ac.Subscribe("$events/default/rules/#", 1, nil))
 	if status, _, raw := n.api("POST", "/api/v1/rules", "", rule, nil); status != http.StatusCreated {
 		t.Fatalf("create rule: %d %s", status, raw)
 	}
@@ -70,6 +79,15 @@ func TestARuleCallsASignedWebhook(t *testing.T) {
 		t.Error("the reading of 21 called the webhook too")
 	case <-time.After(300 * time.Millisecond):
 	}
+	t.Run("an app of the tenant reads the republished result", func(t *testing.T) {
+		var m struct {
+			Values map[string]any `json:"values"`
+		}
+		decode(t, app.wait(t, "$events/default/rules/hot/"+id).Payload(), &m)
+		if m.Values["temp"] != 35.0 {
+			t.Errorf("republished %+v", m)
+		}
+	})
 }
 
 func TestARuleAlertsOnATrend(t *testing.T) {

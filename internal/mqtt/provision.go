@@ -167,6 +167,21 @@ func (h *hook) provision(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	return pk, packets.CodeSuccessIgnore
 }
 
+// PublishRuleResult publishes a rule's result for the apps of its tenant
+// on $events/<tenant>/rules/<topic> (QoS 1): inside the tenant's events
+// tree, which only the tenant's apps may read, so a rule cannot reach
+// devices' topics or another tenant's apps.
+func (g *Gateway) PublishRuleResult(tenant, topic string, data []byte) error {
+	if g.hook.closing.Load() {
+		return errors.New("mqtt: the gateway is closing")
+	}
+	if tenant == "" || topic == "" || strings.ContainsAny(tenant, "/+#\x00") || strings.ContainsAny(topic, "+#\x00") {
+		return tether.Errorf(tether.EINVALID, "republish topic %q is not a topic name", truncate(topic))
+	}
+	g.hook.publish(eventsTopic+"/"+tenant+"/rules/"+topic, data, nil)
+	return nil
+}
+
 // PublishEvent publishes a device event (presence, shadow, command: the
 // data is its JSON) for the tenant's applications on
 // $events/<tenant>/<kind>/<device>. It is published at QoS 1, so that an

@@ -94,8 +94,8 @@ type Store interface {
 // retried. The context carries the delivery's ID ([DeliveryID]), for
 // idempotency keys, and ends after ten seconds.
 type Sinks struct {
-	// Republish publishes on an MQTT topic.
-	Republish func(ctx context.Context, topic string, payload []byte) error
+	// Republish publishes on an MQTT topic of the tenant.
+	Republish func(ctx context.Context, tenant, topic string, payload []byte) error
 	// NATS publishes on a NATS subject, always under tether.<tenant>.rules.
 	NATS func(ctx context.Context, subject string, payload []byte) error
 	// Store stores values as a derived series of the device at t.

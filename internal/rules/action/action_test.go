@@ -434,8 +434,8 @@ func (rc *recorder) record(ctx context.Context, sink string, args ...any) error 
 
 func (rc *recorder) sinks() action.Sinks {
 	return action.Sinks{
-		Republish: func(ctx context.Context, topic string, payload []byte) error {
-			return rc.record(ctx, "republish", topic, payload)
+		Republish: func(ctx context.Context, tenant, topic string, payload []byte) error {
+			return rc.record(ctx, "republish", tenant, topic, payload)
 		},
 		NATS: func(ctx context.Context, subject string, payload []byte) error {
 			return rc.record(ctx, "nats", subject, payload)
@@ -469,7 +469,7 @@ func TestSinks(t *testing.T) {
 	}{
 		{"republish publishes the result on the topic with {device} replaced",
 			tether.RuleAction{Type: tether.ActionRepublish, Topic: "factory/{device}/hot"},
-			"republish: factory/d7/hot | " + msg},
+			"republish: acme | factory/d7/hot | " + msg},
 		{"nats publishes the result under the tenant's rules subject",
 			tether.RuleAction{Type: tether.ActionNATS, Topic: "hot.{device}"},
 			"nats: tether.acme.rules.hot.d7 | " + msg},

@@ -137,7 +137,7 @@ func (r *Runner) deliver(ctx context.Context, id string, d *delivery) error {
 		if r.sinks.Republish == nil {
 			return notConfigured("MQTT publishing")
 		}
-		err = r.sinks.Republish(ctx, d.target, d.payload)
+		err = r.sinks.Republish(ctx, res.TenantID, d.target, d.payload)
 	case tether.ActionNATS:
 		if r.sinks.NATS == nil {
 			return notConfigured("NATS publishing")
