@@ -43,8 +43,9 @@ staticcheck:
 # same load generator, each row once: MQTT fan-in (1,000 publishers) and
 # fan-out (1,000 subscribers) at QoS 0 and 1, at an offered rate and at
 # capacity, Tether's CoAP ingest, commands end to end (API call to device
-# reply, 1,000 devices) and shadow updates. Raw results land in
-# $(BENCH_OUT); docs/benchmarks.md is written from them. About 14 minutes.
+# reply, 1,000 devices) and shadow updates; then ingest with 0, 10 and
+# 100 rules. Raw results land in $(BENCH_OUT); docs/benchmarks.md is
+# written from them. About 17 minutes.
 bench: SHELL := /bin/bash
 bench: .SHELLFLAGS := -o pipefail -c
 bench:
@@ -58,6 +59,8 @@ bench:
 		-args $(LOAD_ARGS) -load.duration 30s | tee $(BENCH_OUT)/load.txt
 	$(GO) test -run '^$$' -bench 'FanIn|FanOut|CoAPIngest|Commands|ShadowUpdates' -benchtime 1x -count 1 -timeout 30m ./cmd/tether/ \
 		-args $(LOAD_ARGS) -load.duration $(LOAD_DURATION) | tee $(BENCH_OUT)/side-by-side.txt
+	$(GO) test -run '^$$' -bench 'Rules' -benchtime 1x -count 1 -timeout 30m ./cmd/tether/ \
+		-args $(LOAD_ARGS) -load.duration $(LOAD_DURATION) | tee $(BENCH_OUT)/rules.txt
 
 # A short run of every fuzzer; the seed corpora under testdata/fuzz run
 # with every plain `go test`.

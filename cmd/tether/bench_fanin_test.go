@@ -38,7 +38,7 @@ func BenchmarkFanIn(b *testing.B) {
 			}
 			name := fmt.Sprintf("qos=%d/load=%s", qos, mode)
 			b.Run(name+fmt.Sprintf("/broker=tether/devices=%d", *loadDevices), func(b *testing.B) {
-				table.add(row, fanInTether(b, qos, mode))
+				table.add(row, fanInTether(b, qos, mode, nil))
 			})
 			b.Run(name+fmt.Sprintf("/broker=mosquitto/devices=%d", *loadDevices), func(b *testing.B) {
 				table.add(row, fanInMosquitto(b, qos, mode))
@@ -76,7 +76,9 @@ func (s *fanInSink) deliver(i int) {
 	}
 }
 
-func fanInTether(b *testing.B, qos byte, mode loadMode) loadResult {
+// fanInTether runs the fan-in against a Tether node; setup, if not nil,
+// prepares the node (rules, say) once its devices exist.
+func fanInTether(b *testing.B, qos byte, mode loadMode, setup func(*node)) loadResult {
 	run := newLoadRun(b, nil)
 	sink := newFanInSink(run, qos, mode)
 	var index atomic.Pointer[map[string]int] // device ID → publisher, set once the devices exist
@@ -100,6 +102,9 @@ func fanInTether(b *testing.B, qos byte, mode loadMode) loadResult {
 		creds[i], topics[i], idx[id] = [2]string{id, token}, "devices/"+id+"/telemetry", i
 	}
 	index.Store(&idx)
+	if setup != nil {
+		setup(n)
+	}
 	clients, err := connectAll(b, n.MQTT.Addr(), creds)
 	if err != nil {
 		b.Fatal(err)
