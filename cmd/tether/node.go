@@ -158,6 +158,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ConnectTimeout: cfg.ConnectTimeout, StoreDir: filepath.Join(cfg.DataDir, "mqtt"),
 		Shadows: sv.Shadows, Commands: sv.Commands, Presence: sv.Presence,
 		Provisioner: mqttProvisioner{sv.Provision}, Apps: m.Registry,
+		OnDeviceMessage: sv.ruleRuntime.deviceMessage,
 	}
 	if serverTLS != nil {
 		mo.TLSAddr, mo.WSSAddr, mo.TLS = cfg.MQTTSAddr, cfg.MQTTWSSAddr, serverTLS.Clone()

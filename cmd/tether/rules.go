@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tether-iot/tether"
@@ -46,6 +48,12 @@ type ruleRuntime struct {
 	mu      sync.Mutex // serialises Handle, Flush and Checkpoint with the acks
 	pending []bus.Msg
 
+	// mqtt carries devices' MQTT messages (other than telemetry) from the
+	// gateway's packet loops to the engine; full, they are dropped and
+	// counted, so a flood never slows the broker.
+	mqtt        chan engine.Input
+	mqttDropped atomic.Uint64
+
 	consumption *bus.Consumption
 	stop        context.CancelFunc
 	wg          sync.WaitGroup
@@ -55,7 +63,8 @@ type ruleRuntime struct {
 // the engine, and starts consuming telemetry.
 func (m *Main) startRules(ctx context.Context) error {
 	s, log := m.services, m.log
-	rt := &ruleRuntime{log: log.With("component", "rules-engine"), devices: newDeviceCache(m.Registry, 5*time.Second)}
+	rt := &ruleRuntime{log: log.With("component", "rules-engine"), devices: newDeviceCache(m.Registry, 5*time.Second),
+		mqtt: make(chan engine.Input, 4096)}
 	s.Alerts = alert.New(m.DB, m.Bus, alert.Options{Logger: log.With("component", "alert")})
 	s.Rules = rules.New(m.DB, ruleEvents{m.Bus, rt}, rules.Options{Logger: log.With("component", "rules")})
 	s.Actions = action.New(m.DB, action.Sinks{
@@ -79,7 +88,7 @@ func (m *Main) startRules(ctx context.Context) error {
 
 	var runCtx context.Context
 	runCtx, rt.stop = context.WithCancel(context.Background())
-	for _, run := range []func(context.Context){s.Alerts.Run, s.Actions.Run, rt.tick} {
+	for _, run := range []func(context.Context){s.Alerts.Run, s.Actions.Run, rt.tick, rt.mqttLoop} {
 		rt.wg.Add(1)
 		go func() {
 			defer rt.wg.Done()
@@ -270,6 +279,36 @@ func (c *deviceCache) get(ctx context.Context, tenant, id string) (*tether.Devic
 	c.m[key] = cachedDevice{d: d, at: now}
 	c.mu.Unlock()
 	return d, nil
+}
+
+// deviceMessage queues a device's MQTT message for the rules that read
+// MQTT topics, without blocking the gateway.
+func (rt *ruleRuntime) deviceMessage(d *tether.Device, topic string, payload []byte) {
+	in := engine.Input{Kind: engine.KindMQTT, TenantID: d.TenantID, Device: d, Time: time.Now(),
+		Topic: topic, Payload: bytes.Clone(payload)}
+	select {
+	case rt.mqtt <- in:
+	default:
+		if rt.mqttDropped.Add(1)%1000 == 1 {
+			rt.log.Warn("rules: MQTT messages dropped, the engine is behind", "dropped", rt.mqttDropped.Load())
+		}
+	}
+}
+
+// mqttLoop evaluates the queued MQTT messages until ctx ends.
+func (rt *ruleRuntime) mqttLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-rt.mqtt:
+			rt.mu.Lock()
+			if err := rt.engine.Handle(ctx, []engine.Input{in}); err != nil {
+				rt.log.Warn("rules: evaluation", "err", err)
+			}
+			rt.mu.Unlock()
+		}
+	}
 }
 
 // reload picks up the rules as they are now.

@@ -176,3 +176,32 @@ FROM telemetry GROUP BY device, TUMBLING(10s) HAVING eta < 172800`,
 		}
 	})
 }
+
+func TestARuleReadsAnMQTTTopic(t *testing.T) {
+	n := startNode(t, nil)
+	rule := map[string]any{
+		"id": "door-open", "name": "Door left open",
+		"statement": "SELECT payload.state AS state FROM 'devices/+/door' WHERE payload.state = 'open'",
+		"actions":   []map[string]any{{"type": "alert", "alert_type": "door_open", "severity": "info"}},
+	}
+	if status, _, raw := n.api("POST", "/api/v1/rules", "", rule, nil); status != http.StatusCreated {
+		t.Fatalf("create rule: %d %s", status, raw)
+	}
+	id, token := n.createDevice("fridge-door")
+	c, err := mqtt3(t, "tcp://"+n.MQTT.Addr(), "fridge-door", id, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, c.Publish("devices/"+id+"/door", 1, false, `{"state": "closed"}`))
+	wait(t, c.Publish("devices/"+id+"/door", 1, false, `{"state": "open"}`))
+	var alerts struct {
+		Alerts []tether.Alert `json:"alerts"`
+	}
+	waitFor(t, "the door alert", func() bool {
+		n.api("GET", "/api/v1/alerts", "", nil, &alerts)
+		return len(alerts.Alerts) > 0
+	})
+	if a := alerts.Alerts[0]; len(alerts.Alerts) != 1 || a.Type != "door_open" || a.DeviceID != id {
+		t.Errorf("alerts = %+v", alerts.Alerts)
+	}
+}

@@ -691,6 +691,11 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	shadow, isShadow := h.shadowTopic(rest)
 	command, isReply := h.replyTopic(rest)
 	if rest != "telemetry" && !isShadow && !isReply {
+		if f := h.opts.OnDeviceMessage; f != nil {
+			// Another topic of the device's tree, for rules that read
+			// MQTT topics; f must not block this packet loop.
+			f(d, pk.TopicName, pk.Payload)
+		}
 		return pk, nil
 	}
 	h.inflight.Add(1)

@@ -130,6 +130,11 @@ type Options struct {
 	// Apps authenticates clients that connect with the username $app and
 	// an API key as password, to read $events/<tenant>/#.
 	Apps Apps
+	// OnDeviceMessage, if set, sees every message a device publishes on
+	// its tree other than its telemetry and its service requests (shadow,
+	// command replies), for the rules that read MQTT topics. It is called
+	// in the client's packet loop and must not block.
+	OnDeviceMessage func(d *tether.Device, topic string, payload []byte)
 }
 
 // Bounds on retained messages, so that a runaway device (or lab client)
