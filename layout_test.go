@@ -63,11 +63,15 @@ func TestDependenciesPointInward(t *testing.T) {
 		// the writer: they use the domain package only.
 		{mod + "/internal/telemetry", []string{mod + "/internal/"}},
 		{mod + "/internal/secret", []string{mod + "/internal/"}},
+		// Windows and anomaly functions are pure computation.
+		{mod + "/internal/rules/window", []string{mod + "/internal/"}},
+		{mod + "/internal/rules/anomaly", []string{mod + "/internal/"}},
 	}
 	// The device state services sit between the gateways and the store:
 	// they know neither, nor the bus (their events go out through an
 	// interface), nor the registry.
-	for _, svc := range []string{"profile", "shadow", "command", "presence", "provision"} {
+	for _, svc := range []string{"profile", "shadow", "command", "presence", "provision", "alert",
+		"rules", "rules/lang", "rules/window", "rules/anomaly", "rules/engine", "rules/action"} {
 		rules = append(rules, struct {
 			pkg       string
 			forbidden []string
