@@ -64,8 +64,9 @@ func TestDependenciesPointInward(t *testing.T) {
 		{mod + "/internal/telemetry", []string{mod + "/internal/"}},
 		{mod + "/internal/secret", []string{mod + "/internal/"}},
 		// Windows and anomaly functions are pure computation.
-		{mod + "/internal/rules/window", []string{mod + "/internal/"}},
-		{mod + "/internal/rules/anomaly", []string{mod + "/internal/"}},
+		{mod + "/internal/rules/window", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/rules/engine", mod + "/internal/rules/lang"}},
+		{mod + "/internal/rules/anomaly", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/rules/engine", mod + "/internal/rules/lang"}},
+		{mod + "/internal/rules/jsonfloat", []string{mod + "/internal/"}},
 	}
 	// The device state services sit between the gateways and the store:
 	// they know neither, nor the bus (their events go out through an

@@ -448,21 +448,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // maxBody bounds a request body of the management API.
 const maxBody = 1 << 20
 
-// decodeBody reads a JSON body into v, refusing unknown fields so that a
-// misspelt field is an error rather than silently ignored.
-func decodeBody(r *http.Request, v any) error {
+// decodeBody reads a JSON body of at most maxBody bytes into v, refusing
+// unknown fields so that a misspelt field is an error rather than
+// silently ignored.
+func decodeBody(r *http.Request, v any) error { return decodeBodyLimit(r, v, maxBody) }
+
+// decodeBodyLimit is decodeBody with another limit.
+func decodeBodyLimit(r *http.Request, v any, limit int64) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
 			return tether.Errorf(tether.EINVALID, "Content-Type %q is not application/json", ct)
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return tether.Errorf(tether.ETOOLARGE, "the request body is over %d bytes", maxBody)
+			return tether.Errorf(tether.ETOOLARGE, "the request body is over %d bytes", limit)
 		}
 		if errors.Is(err, io.EOF) {
 			return tether.Errorf(tether.EINVALID, "the request body is empty; send a JSON object")

@@ -3,9 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -110,7 +107,7 @@ func (s *Server) dryRunStatement(w http.ResponseWriter, r *http.Request, k *teth
 		Actions   []tether.RuleAction `json:"actions"`
 		Inputs    []RuleInput         `json:"inputs"`
 	}
-	if err := decodeLargeBody(r, &b, maxRuleDevBody); err != nil {
+	if err := decodeBodyLimit(r, &b, maxRuleDevBody); err != nil {
 		return err
 	}
 	if err := s.checkInputs(b.Inputs); err != nil {
@@ -133,7 +130,7 @@ func (s *Server) dryRunRule(w http.ResponseWriter, r *http.Request, k *tether.AP
 	var b struct {
 		Inputs []RuleInput `json:"inputs"`
 	}
-	if err := decodeLargeBody(r, &b, maxRuleDevBody); err != nil {
+	if err := decodeBodyLimit(r, &b, maxRuleDevBody); err != nil {
 		return err
 	}
 	if err := s.checkInputs(b.Inputs); err != nil {
@@ -196,7 +193,7 @@ func (s *Server) backtestRule(w http.ResponseWriter, r *http.Request, k *tether.
 		To      time.Time `json:"to"`
 		Devices []string  `json:"devices"`
 	}
-	if err := decodeLargeBody(r, &b, maxRuleDevBody); err != nil {
+	if err := decodeBodyLimit(r, &b, maxRuleDevBody); err != nil {
 		return err
 	}
 	switch {
@@ -296,30 +293,3 @@ func listOrEmpty(v any) any {
 	return v
 }
 
-// decodeLargeBody is decodeBody with a limit of its own. It repeats
-// decodeBody rather than sharing it because decodeBody's limit is fixed
-// at maxBody for the management API.
-func decodeLargeBody(r *http.Request, v any, limit int64) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return tether.Errorf(tether.EINVALID, "Content-Type %q is not application/json", ct)
-		}
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return tether.Errorf(tether.ETOOLARGE, "the request body is over %d bytes", limit)
-		}
-		if errors.Is(err, io.EOF) {
-			return tether.Errorf(tether.EINVALID, "the request body is empty; send a JSON object")
-		}
-		return tether.Errorf(tether.EINVALID, "the request body is not valid JSON: %v", err)
-	}
-	if dec.More() {
-		return tether.Errorf(tether.EINVALID, "the request body has data after the JSON object")
-	}
-	return nil
-}

@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/tether-iot/tether/internal/rules/jsonfloat"
 )
 
 // trend is time_to_threshold: a least-squares line over a time window.
@@ -191,39 +193,5 @@ func (tr *trend) load(raw json.RawMessage) error {
 	return nil
 }
 
-// jfloat is a float64 that survives JSON even when infinite (sums of huge
-// values can overflow).
-type jfloat float64
-
-func (f jfloat) MarshalJSON() ([]byte, error) {
-	x := float64(f)
-	switch {
-	case math.IsNaN(x):
-		return []byte(`"NaN"`), nil
-	case math.IsInf(x, 1):
-		return []byte(`"+Inf"`), nil
-	case math.IsInf(x, -1):
-		return []byte(`"-Inf"`), nil
-	}
-	return json.Marshal(x)
-}
-
-func (f *jfloat) UnmarshalJSON(b []byte) error {
-	switch string(b) {
-	case `"NaN"`:
-		*f = jfloat(math.NaN())
-		return nil
-	case `"+Inf"`:
-		*f = jfloat(math.Inf(1))
-		return nil
-	case `"-Inf"`:
-		*f = jfloat(math.Inf(-1))
-		return nil
-	}
-	var x float64
-	if err := json.Unmarshal(b, &x); err != nil {
-		return err
-	}
-	*f = jfloat(x)
-	return nil
-}
+// jfloat is a float64 that survives JSON even when infinite or NaN.
+type jfloat = jsonfloat.Float

@@ -103,12 +103,12 @@ package window
 
 import (
 	"container/list"
-	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tether-iot/tether/internal/rules/jsonfloat"
 )
 
 // Window kinds, as in [Spec].Kind.
@@ -594,39 +594,5 @@ func seed(key string, start int64, agg int) uint64 {
 	return h
 }
 
-// jfloat is a float64 that survives JSON even when infinite or NaN (a sum
-// can overflow to ±Inf).
-type jfloat float64
-
-func (f jfloat) MarshalJSON() ([]byte, error) {
-	x := float64(f)
-	switch {
-	case math.IsNaN(x):
-		return []byte(`"NaN"`), nil
-	case math.IsInf(x, 1):
-		return []byte(`"+Inf"`), nil
-	case math.IsInf(x, -1):
-		return []byte(`"-Inf"`), nil
-	}
-	return json.Marshal(x)
-}
-
-func (f *jfloat) UnmarshalJSON(b []byte) error {
-	switch string(b) {
-	case `"NaN"`:
-		*f = jfloat(math.NaN())
-		return nil
-	case `"+Inf"`:
-		*f = jfloat(math.Inf(1))
-		return nil
-	case `"-Inf"`:
-		*f = jfloat(math.Inf(-1))
-		return nil
-	}
-	var x float64
-	if err := json.Unmarshal(b, &x); err != nil {
-		return err
-	}
-	*f = jfloat(x)
-	return nil
-}
+// jfloat is a float64 that survives JSON even when infinite or NaN.
+type jfloat = jsonfloat.Float
