@@ -11,11 +11,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
-	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/alert"
@@ -56,8 +57,8 @@ func (p *webhookPeer) requests() []webhookRequest {
 	return append([]webhookRequest(nil), p.reqs...)
 }
 
-// smtpPeer is a minimal SMTP server: enough of RFC 5321 for net/smtp
-// (greeting, EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), no STARTTLS.
+// smtpPeer is a real SMTP server (emersion/go-smtp) that keeps the
+// messages it receives.
 type smtpPeer struct {
 	addr string
 	mu   sync.Mutex
@@ -77,75 +78,53 @@ func newSMTPPeer(t *testing.T) *smtpPeer {
 		t.Fatal(err)
 	}
 	p := &smtpPeer{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
+	srv := smtp.NewServer(p)
+	srv.Domain = "localhost"
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p.serve(conn)
-			}()
-		}
+		defer close(done)
+		_ = srv.Serve(ln)
 	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
 	return p
 }
 
-func (p *smtpPeer) serve(conn net.Conn) {
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	tp := textproto.NewConn(conn)
-	reply := func(s string) { _ = tp.PrintfLine("%s", s) }
-	reply("220 test ESMTP")
-	var m smtpMessage
-	for {
-		line, err := tp.ReadLine()
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(line, " ")
-		switch strings.ToUpper(verb) {
-		case "EHLO":
-			reply("250-test greets you")
-			reply("250 8BITMIME")
-		case "HELO":
-			reply("250 test")
-		case "MAIL":
-			m = smtpMessage{from: strings.Trim(strings.TrimPrefix(strings.Fields(arg)[0], "FROM:"), "<>")}
-			reply("250 OK")
-		case "RCPT":
-			m.to = append(m.to, strings.Trim(strings.TrimPrefix(arg, "TO:"), "<>"))
-			reply("250 OK")
-		case "DATA":
-			reply("354 end with <CRLF>.<CRLF>")
-			b, err := tp.ReadDotBytes()
-			if err != nil {
-				return
-			}
-			m.data = string(b)
-			p.mu.Lock()
-			p.msgs = append(p.msgs, m)
-			p.mu.Unlock()
-			reply("250 queued")
-		case "RSET", "NOOP":
-			reply("250 OK")
-		case "QUIT":
-			reply("221 bye")
-			return
-		default:
-			reply("502 not implemented")
-		}
-	}
+// NewSession makes smtpPeer a go-smtp backend.
+func (p *smtpPeer) NewSession(*smtp.Conn) (smtp.Session, error) { return &smtpSession{peer: p}, nil }
+
+type smtpSession struct {
+	peer *smtpPeer
+	m    smtpMessage
 }
+
+func (s *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.m = smtpMessage{from: from}
+	return nil
+}
+
+func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.m.to = append(s.m.to, to)
+	return nil
+}
+
+func (s *smtpSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.m.data = string(b)
+	s.peer.mu.Lock()
+	s.peer.msgs = append(s.peer.msgs, s.m)
+	s.peer.mu.Unlock()
+	return nil
+}
+
+func (s *smtpSession) Reset()        { s.m = smtpMessage{} }
+func (s *smtpSession) Logout() error { return nil }
 
 func (p *smtpPeer) messages() []smtpMessage {
 	p.mu.Lock()
