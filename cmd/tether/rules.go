@@ -53,6 +53,10 @@ type ruleRuntime struct {
 	// counted, so a flood never slows the broker.
 	mqtt        chan engine.Input
 	mqttDropped atomic.Uint64
+	// events carries device events and other nodes' rule changes from
+	// the bus subscription to the engine, in the same way.
+	events        chan busEvent
+	eventsDropped atomic.Uint64
 
 	consumption *bus.Consumption
 	stop        context.CancelFunc
@@ -64,7 +68,7 @@ type ruleRuntime struct {
 func (m *Main) startRules(ctx context.Context) error {
 	s, log := m.services, m.log
 	rt := &ruleRuntime{log: log.With("component", "rules-engine"), devices: newDeviceCache(m.Registry, 5*time.Second),
-		mqtt: make(chan engine.Input, 4096)}
+		mqtt: make(chan engine.Input, 4096), events: make(chan busEvent, 4096)}
 	s.Alerts = alert.New(m.DB, m.Bus, alert.Options{Logger: log.With("component", "alert")})
 	s.Rules = rules.New(m.DB, ruleEvents{m.Bus, rt}, rules.Options{Logger: log.With("component", "rules")})
 	s.Actions = action.New(m.DB, action.Sinks{
@@ -88,7 +92,7 @@ func (m *Main) startRules(ctx context.Context) error {
 
 	var runCtx context.Context
 	runCtx, rt.stop = context.WithCancel(context.Background())
-	for _, run := range []func(context.Context){s.Alerts.Run, s.Actions.Run, rt.tick, rt.mqttLoop} {
+	for _, run := range []func(context.Context){s.Alerts.Run, s.Actions.Run, rt.tick, rt.mqttLoop, rt.eventLoop} {
 		rt.wg.Add(1)
 		go func() {
 			defer rt.wg.Done()
@@ -186,26 +190,41 @@ func (rt *ruleRuntime) close(ctx context.Context) {
 }
 
 // storeDerived stores a rule's result as telemetry of the device: each
-// numeric, boolean or string value under "<key>", through the same path
-// as a device's own telemetry (the bus, then the writer).
+// numeric, boolean or string value under its name. It is written straight
+// to the store, not through the bus, so that rules do not read their own
+// results back (a rule storing what it matches would feed itself for
+// ever); the delivery's ID is the message ID, so a retried delivery is
+// stored once.
 func (m *Main) storeDerived(ctx context.Context, tenant, deviceID string, t time.Time, values map[string]any) error {
-	d, err := m.Registry.Device(ctx, tenant, deviceID)
-	if err != nil {
+	if _, err := m.Registry.Device(ctx, tenant, deviceID); err != nil {
 		return err
 	}
-	body := make(map[string]any, len(values)+1)
+	id, ok := action.DeliveryID(ctx)
+	if !ok {
+		return fmt.Errorf("derived values: no delivery id")
+	}
+	msg := tether.Message{ID: "rule-" + id, TenantID: tenant, DeviceID: deviceID, ReceivedAt: time.Now()}
 	for k, v := range values {
-		switch v.(type) {
-		case float64, bool, string, int, int64:
-			body[k] = v
+		p := tether.Point{Key: k, Time: t}
+		switch v := v.(type) {
+		case float64:
+			p.Kind, p.Num = tether.KindNumber, v
+		case bool:
+			p.Kind = tether.KindBool
+			if v {
+				p.Num = 1
+			}
+		case string:
+			p.Kind, p.Str = tether.KindString, v
+		default:
+			continue
 		}
+		msg.Points = append(msg.Points, p)
 	}
-	body["ts"] = t.UTC().Format(time.RFC3339Nano)
-	payload, err := json.Marshal(body)
-	if err != nil {
-		return tether.Errorf(tether.EINVALID, "derived values: %v", err)
+	if len(msg.Points) == 0 {
+		return nil
 	}
-	_, err = m.Ingestor.Accept(ctx, d, payload)
+	_, err := m.DB.WriteMessages(ctx, []tether.Message{msg})
 	return err
 }
 
@@ -333,36 +352,76 @@ type ruleEvents struct {
 
 func (e ruleEvents) PublishEvent(ctx context.Context, tenant, kind, device string, data []byte) error {
 	err := e.bus.PublishEvent(ctx, tenant, kind, device, data)
-	e.rt.reload(ctx)
+	if !statusChange(data) {
+		e.rt.reload(ctx)
+	}
 	return err
 }
 
-// event evaluates a device event from the bus (presence, shadow, command,
-// alert) against the rules that read that source. Events come over core
-// NATS, from every node: best effort, unlike telemetry.
+// statusChange reports whether a rule event is the engine's own report of
+// a rule's status, which needs no reload: the engine made it, while
+// holding the runtime's lock, and a reload then would wait for that lock
+// forever.
+func statusChange(data []byte) bool {
+	var ev rules.Event
+	return json.Unmarshal(data, &ev) == nil && ev.Change == rules.ChangeStatus
+}
+
+// event queues a device event from the bus (presence, shadow, command,
+// alert) for the rules that read that source, or a rule change made on
+// another node for a reload. It never blocks: it runs on the node's one
+// event subscription, which also carries shadow deltas and app events.
 func (rt *ruleRuntime) event(tenant, kind, device string, data []byte) {
 	switch kind {
 	case engine.KindPresence, engine.KindShadow, engine.KindCommand, engine.KindAlert:
 	case rules.EventKind:
-		rt.reload(context.Background()) // a change made on another node
-		return
+		if statusChange(data) {
+			return
+		}
 	default:
 		return
 	}
-	ctx := context.Background()
-	d, err := rt.devices.get(ctx, tenant, device)
-	if err != nil {
-		return
+	select {
+	case rt.events <- busEvent{tenant, kind, device, data}:
+	default:
+		if rt.eventsDropped.Add(1)%1000 == 1 {
+			rt.log.Warn("rules: device events dropped, the engine is behind", "dropped", rt.eventsDropped.Load())
+		}
 	}
-	in, err := engine.InputFromEvent(tenant, kind, d, time.Now(), data)
-	if err != nil {
-		rt.log.Debug("rules: unreadable event", "kind", kind, "device", device, "err", err)
-		return
-	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if err := rt.engine.Handle(ctx, []engine.Input{in}); err != nil {
-		rt.log.Warn("rules: evaluation", "err", err)
+}
+
+type busEvent struct {
+	tenant, kind, device string
+	data                 []byte
+}
+
+// eventLoop evaluates the queued events until ctx ends. Events come over
+// core NATS from every node: best effort, unlike telemetry.
+func (rt *ruleRuntime) eventLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-rt.events:
+			if ev.kind == rules.EventKind {
+				rt.reload(ctx) // a change made on another node
+				continue
+			}
+			d, err := rt.devices.get(ctx, ev.tenant, ev.device)
+			if err != nil {
+				continue
+			}
+			in, err := engine.InputFromEvent(ev.tenant, ev.kind, d, time.Now(), ev.data)
+			if err != nil {
+				rt.log.Debug("rules: unreadable event", "kind", ev.kind, "device", ev.device, "err", err)
+				continue
+			}
+			rt.mu.Lock()
+			if err := rt.engine.Handle(ctx, []engine.Input{in}); err != nil {
+				rt.log.Warn("rules: evaluation", "err", err)
+			}
+			rt.mu.Unlock()
+		}
 	}
 }
 

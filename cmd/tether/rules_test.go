@@ -205,3 +205,59 @@ func TestARuleReadsAnMQTTTopic(t *testing.T) {
 		t.Errorf("alerts = %+v", alerts.Alerts)
 	}
 }
+
+func TestAFailingRuleLeavesTheOthersAndTheAPIRunning(t *testing.T) {
+	n := startNode(t, nil)
+	create := func(id, stmt string, actions []map[string]any) {
+		t.Helper()
+		rule := map[string]any{"id": id, "name": id, "statement": stmt, "actions": actions}
+		done := make(chan int, 1)
+		go func() {
+			status, _, _ := n.api("POST", "/api/v1/rules", "", rule, nil)
+			done <- status
+		}()
+		select {
+		case status := <-done:
+			if status != http.StatusCreated {
+				t.Fatalf("create %s: %d", id, status)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("creating rule %s hangs", id)
+		}
+	}
+	create("broken", "SELECT temp FROM telemetry WHERE temp > 'high'", nil)
+	create("doubler", "SELECT temp * 2 AS twice FROM telemetry WHERE temp > 0", []map[string]any{{"type": "store"}})
+	id, token := n.createDevice("oven-1")
+	c, err := mqtt3(t, "tcp://"+n.MQTT.Addr(), "oven-1", id, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, c.Publish("devices/"+id+"/telemetry", 1, false, `{"temp": 21}`))
+	t.Run("the broken rule is marked failing with its error", func(t *testing.T) {
+		var r tether.Rule
+		waitFor(t, "the failing status", func() bool {
+			n.api("GET", "/api/v1/rules/broken", "", nil, &r)
+			return r.Status == tether.RuleFailing
+		})
+		if r.Error == "" {
+			t.Error("no error recorded")
+		}
+	})
+	t.Run("the API still saves rules", func(t *testing.T) {
+		create("late", "SELECT temp FROM telemetry WHERE temp > 100", nil)
+	})
+	t.Run("the other rule stored its result, once", func(t *testing.T) {
+		waitFor(t, "the derived series", func() bool {
+			_, ok := n.telemetry(id, "keys=twice")["twice"]
+			return ok
+		})
+		time.Sleep(500 * time.Millisecond) // a result stored back into the stream would be evaluated again by now
+		var m struct {
+			Evaluated uint64 `json:"evaluated"`
+		}
+		n.api("GET", "/api/v1/rules/doubler/metrics", "", nil, &m)
+		if s := n.telemetry(id, "keys=twice")["twice"].Samples; len(s) != 1 || s[0].Value != 42.0 || m.Evaluated != 1 {
+			t.Errorf("twice = %+v, evaluated %d; want one 42 from one evaluation", s, m.Evaluated)
+		}
+	})
+}

@@ -227,14 +227,23 @@ func (r *Runner) Describe(rule *tether.Rule, a tether.RuleAction, res tether.Rul
 	if err := json.Unmarshal(b, &res); err != nil {
 		return "", fmt.Errorf("describe: %w", err)
 	}
+	// The API hands dry runs rules without their webhook secrets: describe
+	// the request with a stand-in, and show no signature.
+	signature := ""
+	if a.Type == tether.ActionWebhook && a.Secret == "" {
+		a.Secret, signature = "stand-in", "<signed with the rule's secret>"
+	}
 	d, err := plan(a, res)
 	if err != nil {
 		return "", err
 	}
 	switch a.Type {
 	case tether.ActionWebhook:
+		if signature == "" {
+			signature = Sign(a.Secret, d.payload)
+		}
 		return fmt.Sprintf("POST %s with %s: %s and %s: <delivery id>: %s",
-			redactURL(d.target), SignatureHeader, Sign(a.Secret, d.payload), DeliveryHeader, d.payload), nil
+			redactURL(d.target), SignatureHeader, signature, DeliveryHeader, d.payload), nil
 	case tether.ActionRepublish:
 		return fmt.Sprintf("publish on MQTT topic %s: %s", d.target, d.payload), nil
 	case tether.ActionNATS:
