@@ -67,6 +67,7 @@ func TestDependenciesPointInward(t *testing.T) {
 		{mod + "/internal/rules/window", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/rules/engine", mod + "/internal/rules/lang"}},
 		{mod + "/internal/rules/anomaly", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/rules/engine", mod + "/internal/rules/lang"}},
 		{mod + "/internal/rules/jsonfloat", []string{mod + "/internal/"}},
+		{mod + "/internal/egress", []string{mod + "/internal/"}},
 	}
 	// The device state services sit between the gateways and the store:
 	// they know neither, nor the bus (their events go out through an

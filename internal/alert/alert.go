@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/egress"
 )
 
 // Key is an alert's identity. It is an alias of a type literal, as are
@@ -183,7 +184,7 @@ func New(st Store, events Events, o Options) *Service {
 	}
 	client := o.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: webhookTimeout}
+		client = egress.Client(webhookTimeout)
 	}
 	return &Service{
 		store: st, events: events, o: o, log: o.Logger, now: func() time.Time { return o.Now().UTC() },

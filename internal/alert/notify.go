@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/egress"
 )
 
 // Channel kinds.
@@ -329,7 +330,7 @@ func (s *Service) sendEmail(ctx context.Context, j job) error {
 	c := j.ch
 	ctx, cancel := context.WithTimeout(ctx, smtpTimeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.SMTPAddr)
+	conn, err := egress.Dialer(smtpTimeout).DialContext(ctx, "tcp", c.SMTPAddr)
 	if err != nil {
 		return fmt.Errorf("smtp %s: %w", c.SMTPAddr, err)
 	}

@@ -292,4 +292,3 @@ func listOrEmpty(v any) any {
 	}
 	return v
 }
-

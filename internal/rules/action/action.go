@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/egress"
 )
 
 // Job is one row of the outbox: one action of one rule result. It is the
@@ -172,7 +173,7 @@ func New(st Store, sinks Sinks, o Options) *Runner {
 		stats: make(map[ruleKey]*counters),
 	}
 	if r.client == nil {
-		r.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		r.client = egress.Client(attemptTimeout)
 	}
 	if r.log == nil {
 		r.log = slog.Default()

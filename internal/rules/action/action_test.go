@@ -246,8 +246,11 @@ func TestWebhook(t *testing.T) {
 				t.Fatalf("dead letters %+v, want 1", dls)
 			}
 			d := dls[0]
-			if d.Attempts != c.attempts || !strings.Contains(d.Error, fmt.Sprint(c.status)) || !strings.Contains(d.Error, fmt.Sprintf("status %d", c.status)) {
+			if d.Attempts != c.attempts || !strings.Contains(d.Error, fmt.Sprint(c.status)) {
 				t.Errorf("dead letter after %d attempts with error %q", d.Attempts, d.Error)
+			}
+			if strings.Contains(d.Error, fmt.Sprintf("status %d", c.status)) {
+				t.Errorf("dead letter shows the receiver's answer, which is not the tenant's to read: %q", d.Error)
 			}
 			if strings.Contains(string(d.Action), "s3cret") || strings.Contains(d.Error, "secret-token") {
 				t.Errorf("dead letter shows a secret: %s, %q", d.Action, d.Error)

@@ -192,16 +192,14 @@ func (r *Runner) webhook(ctx context.Context, id string, d *delivery) error {
 		return fmt.Errorf("webhook to %s: %w", u.Host, err)
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-	// Read a little more so that the connection can be reused.
+	// Read a little so that the connection can be reused. The body is
+	// not kept: errors end in dead letters the tenant reads, and the
+	// answer of whatever the URL reached is not the tenant's to read.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
 	err = fmt.Errorf("webhook to %s: %s", u.Host, resp.Status)
-	if s := strings.TrimSpace(strings.ToValidUTF8(string(snippet), "")); s != "" {
-		err = fmt.Errorf("%w: %s", err, s)
-	}
 	if resp.StatusCode >= 400 && resp.StatusCode < 500 &&
 		resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
 		return permanent(err)
