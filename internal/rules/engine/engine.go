@@ -264,6 +264,19 @@ func (e *Engine) Reload(ctx context.Context) error {
 			e.deleted = append(e.deleted, k)
 		}
 	}
+	// The metrics and traces of rules deleted or disabled go with them, so
+	// that creating and deleting rules does not grow them for ever.
+	live := make(map[string]bool, len(progs))
+	for _, en := range progs {
+		live[en.rule.TenantID+"/"+en.rule.ID] = true
+	}
+	e.statsMu.Lock()
+	for k := range e.stats {
+		if !live[k] {
+			delete(e.stats, k)
+		}
+	}
+	e.statsMu.Unlock()
 	e.loaded = true
 	e.progs = progs
 	e.byTenant = map[string][]*entry{}

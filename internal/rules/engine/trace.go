@@ -63,10 +63,18 @@ func traceInput(in *Input) TraceInput {
 	ti := TraceInput{Kind: in.Kind, DeviceID: in.deviceID(), Time: in.Time, MessageID: in.MessageID,
 		Topic: in.Topic, Values: in.Values, Event: in.Event}
 	if in.Kind == KindMQTT {
-		ti.Values = map[string]any{"payload": string(in.Payload)}
+		p := in.Payload
+		if len(p) > maxTracedPayload {
+			p = p[:maxTracedPayload]
+		}
+		ti.Values = map[string]any{"payload": string(p)}
 	}
 	return ti
 }
+
+// maxTracedPayload bounds the MQTT payload a trace keeps of each input, so
+// that a rule's trace stays small whatever its inputs carry.
+const maxTracedPayload = 1 << 10
 
 var (
 	yes = true
