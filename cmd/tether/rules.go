@@ -53,6 +53,7 @@ type ruleRuntime struct {
 	// counted, so a flood never slows the broker.
 	mqtt        chan engine.Input
 	mqttDropped atomic.Uint64
+	mqttBytes   atomic.Int64
 	// events carries device events and other nodes' rule changes from
 	// the bus subscription to the engine, in the same way.
 	events        chan busEvent
@@ -303,14 +304,27 @@ func (c *deviceCache) get(ctx context.Context, tenant, id string) (*tether.Devic
 // deviceMessage queues a device's MQTT message for the rules that read
 // MQTT topics, without blocking the gateway.
 func (rt *ruleRuntime) deviceMessage(d *tether.Device, topic string, payload []byte) {
+	if rt.mqttBytes.Load()+int64(len(payload)) > maxQueuedMQTTBytes {
+		rt.dropMQTT()
+		return
+	}
 	in := engine.Input{Kind: engine.KindMQTT, TenantID: d.TenantID, Device: d, Time: time.Now(),
 		Topic: topic, Payload: bytes.Clone(payload)}
+	rt.mqttBytes.Add(int64(len(payload)))
 	select {
 	case rt.mqtt <- in:
 	default:
-		if rt.mqttDropped.Add(1)%1000 == 1 {
-			rt.log.Warn("rules: MQTT messages dropped, the engine is behind", "dropped", rt.mqttDropped.Load())
-		}
+		rt.mqttBytes.Add(-int64(len(payload)))
+		rt.dropMQTT()
+	}
+}
+
+// maxQueuedMQTTBytes bounds the payloads waiting for the engine.
+const maxQueuedMQTTBytes = 16 << 20
+
+func (rt *ruleRuntime) dropMQTT() {
+	if rt.mqttDropped.Add(1)%1000 == 1 {
+		rt.log.Warn("rules: MQTT messages dropped, the engine is behind", "dropped", rt.mqttDropped.Load())
 	}
 }
 
@@ -321,6 +335,7 @@ func (rt *ruleRuntime) mqttLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case in := <-rt.mqtt:
+			rt.mqttBytes.Add(-int64(len(in.Payload)))
 			rt.mu.Lock()
 			if err := rt.engine.Handle(ctx, []engine.Input{in}); err != nil {
 				rt.log.Warn("rules: evaluation", "err", err)
