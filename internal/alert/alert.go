@@ -158,7 +158,10 @@ type Service struct {
 	now    func() time.Time
 	http   *http.Client
 
-	queue chan job
+	// queues are the workers', one each: a channel's notifications
+	// always go through the same one, so they arrive in the order they
+	// happened (a clear never before its raise).
+	queues []chan job
 
 	mu    sync.Mutex
 	chans map[chanKey]*chanState
@@ -186,17 +189,21 @@ func New(st Store, events Events, o Options) *Service {
 	if client == nil {
 		client = egress.Client(webhookTimeout)
 	}
-	return &Service{
+	svc := &Service{
 		store: st, events: events, o: o, log: o.Logger, now: func() time.Time { return o.Now().UTC() },
-		http: client, queue: make(chan job, queueSize), chans: map[chanKey]*chanState{},
+		http: client, chans: map[chanKey]*chanState{},
 	}
+	for range o.Workers {
+		svc.queues = append(svc.queues, make(chan job, max(1, queueSize/o.Workers)))
+	}
+	return svc
 }
 
 // Run sends notifications and settles, every SweepInterval, the pending
 // conditions no signal settled, until ctx ends.
 func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for range s.o.Workers {
+	for _, q := range s.queues {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -204,7 +211,7 @@ func (s *Service) Run(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
-				case j := <-s.queue:
+				case j := <-q:
 					s.deliver(ctx, j)
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"mime"
 	"net"
@@ -220,8 +221,10 @@ func (s *Service) notify(ctx context.Context, event string, a *tether.Alert) {
 			continue
 		}
 		j := job{tenant: a.TenantID, ch: c, n: Notification{Event: "alert." + event, Delivery: randomID(), Alert: *a}}
+		h := fnv.New32a()
+		h.Write([]byte(a.TenantID + "/" + c.ID))
 		select {
-		case s.queue <- j:
+		case s.queues[h.Sum32()%uint32(len(s.queues))] <- j:
 		default:
 			s.count(a.TenantID, c.ID, func(st *chanState) { st.dropped++ })
 			s.log.Warn("alert notification queue full, dropped", "channel", c.ID, "alert", a.ID)
