@@ -104,10 +104,10 @@ func (db *DB) RevokeCertificate(ctx context.Context, tenantID, deviceID, fingerp
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+		if err := affected(res, func() error {
 			return tether.Errorf(tether.ENOTFOUND, "device %q has no certificate %s", deviceID, fingerprint)
+		}); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO revoked_certificates (fingerprint, tenant_id, device_id, revoked_at)
 			VALUES (?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET revoked_at = excluded.revoked_at`,
@@ -186,10 +186,8 @@ func (db *DB) DeleteCA(ctx context.Context, tenantID, id string) error {
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := affected(res, func() error { return tether.Errorf(tether.ENOTFOUND, "CA %s not found", id) }); err != nil {
 			return err
-		} else if n == 0 {
-			return tether.Errorf(tether.ENOTFOUND, "CA %s not found", id)
 		}
 		return nil
 	})

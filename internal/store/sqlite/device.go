@@ -459,12 +459,18 @@ func (db *DB) DeleteDevice(ctx context.Context, tenantID, id string) error {
 
 // mustAffect returns an ENOTFOUND error for device id if res changed no row.
 func mustAffect(res sql.Result, id string) error {
+	return affected(res, func() error { return deviceNotFound(id) })
+}
+
+// affected returns none() if res changed no row: the thing addressed is
+// not there (or, for a compare-and-swap, changed meanwhile).
+func affected(res sql.Result, none func() error) error {
 	n, err := res.RowsAffected()
 	if err != nil {
 		return err
 	}
 	if n == 0 {
-		return deviceNotFound(id)
+		return none()
 	}
 	return nil
 }

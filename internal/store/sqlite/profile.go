@@ -202,10 +202,8 @@ func (db *DB) DeleteProfile(ctx context.Context, tenantID, id string) error {
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := affected(res, func() error { return profileNotFound(id) }); err != nil {
 			return err
-		} else if n == 0 {
-			return profileNotFound(id)
 		}
 		return nil
 	})

@@ -373,10 +373,8 @@ func (db *DB) RevokeProvisioningKey(ctx context.Context, tenantID, id string, no
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := affected(res, func() error { return provisioningKeyNotFound(id) }); err != nil {
 			return err
-		} else if n == 0 {
-			return provisioningKeyNotFound(id)
 		}
 		return nil
 	})
@@ -462,10 +460,10 @@ func (db *DB) RegisterDevice(ctx context.Context, keyID string, d *tether.Device
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+		if err := affected(res, func() error {
 			return tether.Errorf(tether.ECONFLICT, "provisioning key %q was used meanwhile; try again", keyID)
+		}); err != nil {
+			return err
 		}
 		d.TenantID, d.ProfileID = k.TenantID, k.ProfileID
 		im, err := newImporter(ctx, tx)

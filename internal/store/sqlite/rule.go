@@ -389,10 +389,8 @@ func (db *DB) DeleteRule(ctx context.Context, tenantID, id string) error {
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		if err := affected(res, func() error { return ruleNotFound(id) }); err != nil {
 			return err
-		} else if n == 0 {
-			return ruleNotFound(id)
 		}
 		return nil
 	})

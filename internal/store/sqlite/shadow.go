@@ -133,10 +133,10 @@ func (db *DB) UpdateShadow(ctx context.Context, tenantID, deviceID, name string,
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
+		if err := affected(res, func() error {
 			return tether.Errorf(tether.ECONFLICT, "the shadow changed meanwhile; it is past version %d", cur.Version)
+		}); err != nil {
+			return err
 		}
 		return nil
 	})
