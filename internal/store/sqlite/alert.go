@@ -284,16 +284,8 @@ func (db *DB) Alerts(ctx context.Context, tenantID, status, deviceID, ruleID, af
 	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
-	defer rows.Close()
-	as := []*tether.Alert{}
-	for rows.Next() {
-		a, err := scanAlert(rows)
-		if err != nil {
-			return nil, fmt.Errorf("alerts: %w", err)
-		}
-		as = append(as, a)
-	}
-	if err := rows.Err(); err != nil {
+	as, err := collect(rows, scanAlert)
+	if err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
 	return as, nil

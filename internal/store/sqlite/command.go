@@ -150,20 +150,6 @@ func (g commandGuard) OpenCommands(since time.Time) (int, error) {
 	return n, nil
 }
 
-// collectCommands reads every row of rows and closes it.
-func collectCommands(rows *sql.Rows) ([]*tether.Command, error) {
-	defer rows.Close()
-	cs := []*tether.Command{}
-	for rows.Next() {
-		c, err := scanCommand(rows)
-		if err != nil {
-			return nil, err
-		}
-		cs = append(cs, c)
-	}
-	return cs, rows.Err()
-}
-
 // CreateCommand stores c as its device's next command, in one write
 // transaction that:
 //
@@ -288,7 +274,7 @@ func (db *DB) Commands(ctx context.Context, tenantID, deviceID, status string, a
 	if err != nil {
 		return nil, fmt.Errorf("list commands: %w", err)
 	}
-	cs, err := collectCommands(rows)
+	cs, err := collect(rows, scanCommand)
 	if err != nil {
 		return nil, fmt.Errorf("list commands: %w", err)
 	}
@@ -304,7 +290,7 @@ func (db *DB) OpenCommands(ctx context.Context, tenantID, deviceID string) ([]*t
 	if err != nil {
 		return nil, fmt.Errorf("open commands: %w", err)
 	}
-	cs, err := collectCommands(rows)
+	cs, err := collect(rows, scanCommand)
 	if err != nil {
 		return nil, fmt.Errorf("open commands: %w", err)
 	}
@@ -374,7 +360,7 @@ func (db *DB) DueCommands(ctx context.Context, now time.Time, limit int) ([]*tet
 	if err != nil {
 		return nil, fmt.Errorf("due commands: %w", err)
 	}
-	cs, err := collectCommands(rows)
+	cs, err := collect(rows, scanCommand)
 	if err != nil {
 		return nil, fmt.Errorf("due commands: %w", err)
 	}

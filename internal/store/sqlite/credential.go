@@ -82,16 +82,11 @@ func (db *DB) Certificates(ctx context.Context, tenantID, deviceID string) ([]*t
 	if err != nil {
 		return nil, fmt.Errorf("certificates of %s: %w", deviceID, err)
 	}
-	defer rows.Close()
-	out := []*tether.Certificate{}
-	for rows.Next() {
-		c, err := scanCertificate(rows)
-		if err != nil {
-			return nil, fmt.Errorf("certificates of %s: %w", deviceID, err)
-		}
-		out = append(out, c)
+	out, err := collect(rows, scanCertificate)
+	if err != nil {
+		return nil, fmt.Errorf("certificates of %s: %w", deviceID, err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // RevokeCertificate deletes a device's certificate and records its

@@ -159,16 +159,8 @@ func (db *DB) Profiles(ctx context.Context, tenantID string) ([]*tether.Profile,
 	if err != nil {
 		return nil, fmt.Errorf("list profiles: %w", err)
 	}
-	defer rows.Close()
-	ps := []*tether.Profile{}
-	for rows.Next() {
-		p, err := scanProfile(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list profiles: %w", err)
-		}
-		ps = append(ps, p)
-	}
-	if err := rows.Err(); err != nil {
+	ps, err := collect(rows, scanProfile)
+	if err != nil {
 		return nil, fmt.Errorf("list profiles: %w", err)
 	}
 	return ps, nil

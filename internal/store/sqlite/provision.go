@@ -348,16 +348,8 @@ func (db *DB) ProvisioningKeys(ctx context.Context, tenantID string) ([]*tether.
 	if err != nil {
 		return nil, fmt.Errorf("provisioning keys of %s: %w", tenantID, err)
 	}
-	defer rows.Close()
-	keys := []*tether.ProvisioningKey{}
-	for rows.Next() {
-		k, err := scanProvisioningKey(rows)
-		if err != nil {
-			return nil, fmt.Errorf("provisioning keys of %s: %w", tenantID, err)
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
+	keys, err := collect(rows, scanProvisioningKey)
+	if err != nil {
 		return nil, fmt.Errorf("provisioning keys of %s: %w", tenantID, err)
 	}
 	return keys, nil

@@ -226,16 +226,7 @@ func (db *DB) queryRules(ctx context.Context, q string, args ...any) ([]*tether.
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	rs := []*tether.Rule{}
-	for rows.Next() {
-		r, err := scanRule(rows)
-		if err != nil {
-			return nil, err
-		}
-		rs = append(rs, r)
-	}
-	return rs, rows.Err()
+	return collect(rows, scanRule)
 }
 
 // RuleVersions returns the kept versions of the tenant's rule, oldest

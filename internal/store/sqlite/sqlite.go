@@ -265,6 +265,24 @@ func (db *DB) inReadTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return fn(tx)
 }
 
+// collect reads every row of rows with scan and closes rows. The slice is
+// never nil, so that an empty list encodes as [] in JSON.
+func collect[T any](rows *sql.Rows, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // nanos returns t as Unix nanoseconds, the form every time is stored in.
 func nanos(t time.Time) int64 { return t.UnixNano() }
 
