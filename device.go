@@ -77,11 +77,6 @@ type APIKey struct {
 	Hash []byte `json:"-"`
 }
 
-// Roles an API key may have. Only admin exists so far; later issues add
-// operator and viewer.
-const (
-	RoleAdmin = "admin"
-)
 
 // ValidateDeviceFields checks a device's name and labels: a name of at
 // most 256 bytes, at most 64 labels, each key a valid ID and each value at

@@ -43,21 +43,20 @@ type Alerts interface {
 	ChannelStats(tenant, id string) (sent, failed, dropped uint64)
 }
 
-// alertRoutes adds the alert routes through api, the handler adder of
-// the admin routes.
-func (s *Server) alertRoutes(api func(string, func(http.ResponseWriter, *http.Request, *tether.APIKey) error)) {
+// alertRoutes adds the alert routes through add.
+func (s *Server) alertRoutes(add addRoute) {
 	ok := s.sv.Alerts != nil
-	api("GET /api/v1/alerts", needs(ok, "alert", s.listAlerts))
-	api("GET /api/v1/alerts/{id}", needs(ok, "alert", s.getAlert))
-	api("POST /api/v1/alerts/{id}/acknowledge", needs(ok, "alert", s.acknowledgeAlert))
-	api("POST /api/v1/alerts/{id}/clear", needs(ok, "alert", s.clearAlert))
-	api("POST /api/v1/alert-channels", needs(ok, "alert", s.createAlertChannel))
-	api("GET /api/v1/alert-channels", needs(ok, "alert", s.listAlertChannels))
-	api("GET /api/v1/alert-channels/{id}", needs(ok, "alert", s.getAlertChannel))
-	api("DELETE /api/v1/alert-channels/{id}", needs(ok, "alert", s.deleteAlertChannel))
+	add(tether.RoleViewer, "GET /api/v1/alerts", needs(ok, "alert", s.listAlerts))
+	add(tether.RoleViewer, "GET /api/v1/alerts/{id}", needs(ok, "alert", s.getAlert))
+	add(tether.RoleOperator, "POST /api/v1/alerts/{id}/acknowledge", needs(ok, "alert", s.acknowledgeAlert))
+	add(tether.RoleOperator, "POST /api/v1/alerts/{id}/clear", needs(ok, "alert", s.clearAlert))
+	add(tether.RoleAdmin, "POST /api/v1/alert-channels", needs(ok, "alert", s.createAlertChannel))
+	add(tether.RoleAdmin, "GET /api/v1/alert-channels", needs(ok, "alert", s.listAlertChannels))
+	add(tether.RoleAdmin, "GET /api/v1/alert-channels/{id}", needs(ok, "alert", s.getAlertChannel))
+	add(tether.RoleAdmin, "DELETE /api/v1/alert-channels/{id}", needs(ok, "alert", s.deleteAlertChannel))
 }
 
-func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	q := r.URL.Query()
 	f := AlertFilter{Status: q.Get("status"), DeviceID: q.Get("device"), RuleID: q.Get("rule"), After: q.Get("after"), Limit: 100}
 	switch f.Status {
@@ -89,7 +88,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, k *tether.AP
 	return writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	a, err := s.sv.Alerts.Get(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -97,16 +96,16 @@ func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, k *tether.APIK
 	return writeJSON(w, http.StatusOK, a)
 }
 
-func (s *Server) acknowledgeAlert(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
-	a, err := s.sv.Alerts.Acknowledge(r.Context(), k.TenantID, r.PathValue("id"), "api:"+k.ID)
+func (s *Server) acknowledgeAlert(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
+	a, err := s.sv.Alerts.Acknowledge(r.Context(), k.TenantID, r.PathValue("id"), k.Source())
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, a)
 }
 
-func (s *Server) clearAlert(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
-	a, err := s.sv.Alerts.Clear(r.Context(), k.TenantID, r.PathValue("id"), "api:"+k.ID)
+func (s *Server) clearAlert(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
+	a, err := s.sv.Alerts.Clear(r.Context(), k.TenantID, r.PathValue("id"), k.Source())
 	if err != nil {
 		return err
 	}
@@ -148,7 +147,7 @@ func (s *Server) channelView(tenant string, c *AlertChannel) alertChannelView {
 	return v
 }
 
-func (s *Server) createAlertChannel(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) createAlertChannel(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var in alertChannelInput
 	if err := decodeBody(r, &in); err != nil {
 		return err
@@ -162,7 +161,7 @@ func (s *Server) createAlertChannel(w http.ResponseWriter, r *http.Request, k *t
 	return writeJSON(w, http.StatusCreated, s.channelView(k.TenantID, c))
 }
 
-func (s *Server) listAlertChannels(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listAlertChannels(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	cs, err := s.sv.Alerts.Channels(r.Context(), k.TenantID)
 	if err != nil {
 		return err
@@ -176,7 +175,7 @@ func (s *Server) listAlertChannels(w http.ResponseWriter, r *http.Request, k *te
 	}{views})
 }
 
-func (s *Server) getAlertChannel(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getAlertChannel(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	c, err := s.sv.Alerts.GetChannel(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -184,7 +183,7 @@ func (s *Server) getAlertChannel(w http.ResponseWriter, r *http.Request, k *teth
 	return writeJSON(w, http.StatusOK, s.channelView(k.TenantID, c))
 }
 
-func (s *Server) deleteAlertChannel(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deleteAlertChannel(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.sv.Alerts.DeleteChannel(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ type commandInput struct {
 // idempotency key, or the refusal as a problem that carries the rejected
 // command. With ?wait it waits for the command to be done, up to the
 // duration, and answers its state then.
-func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	wait, err := parseWait(r)
 	if err != nil {
 		return err
@@ -55,7 +55,7 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request, k *tether.A
 	cmd, created, err := s.sv.Commands.Send(r.Context(), k.TenantID, device, CommandRequest{
 		Name: in.Name, Params: in.Params, OneWay: in.OneWay,
 		Timeout: time.Duration(in.Timeout), TTL: time.Duration(in.TTL),
-		IdempotencyKey: in.IdempotencyKey, Source: "api:" + k.ID, Role: k.Role,
+		IdempotencyKey: in.IdempotencyKey, Source: k.Source(), Role: k.Role,
 	})
 	if err != nil {
 		return refusal(w, cmd, err)
@@ -115,7 +115,7 @@ func parseWait(r *http.Request) (time.Duration, error) {
 	return d, nil
 }
 
-func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	q := r.URL.Query()
 	f := CommandFilter{Status: q.Get("status"), Limit: 100}
 	switch f.Status {
@@ -162,7 +162,7 @@ func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, k *tether.
 
 // getCommand answers a command; with ?wait, once it is done or the
 // duration has passed.
-func (s *Server) getCommand(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getCommand(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	wait, err := parseWait(r)
 	if err != nil {
 		return err
@@ -182,8 +182,8 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request, k *tether.AP
 
 // confirmCommand approves a command whose definition asks for a second
 // call; the key that approves is recorded.
-func (s *Server) confirmCommand(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
-	cmd, err := s.sv.Commands.Confirm(r.Context(), k.TenantID, r.PathValue("id"), r.PathValue("cid"), "api:"+k.ID)
+func (s *Server) confirmCommand(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
+	cmd, err := s.sv.Commands.Confirm(r.Context(), k.TenantID, r.PathValue("id"), r.PathValue("cid"), k.Source())
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ type pemInput struct {
 	PEM string `json:"pem"`
 }
 
-func (s *Server) addCertificate(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) addCertificate(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var in pemInput
 	if err := decodeBody(r, &in); err != nil {
 		return err
@@ -22,7 +22,7 @@ func (s *Server) addCertificate(w http.ResponseWriter, r *http.Request, k *tethe
 	return writeJSON(w, http.StatusCreated, c)
 }
 
-func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	cs, err := s.reg.Certificates(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -32,7 +32,7 @@ func (s *Server) listCertificates(w http.ResponseWriter, r *http.Request, k *tet
 	}{cs})
 }
 
-func (s *Server) revokeCertificate(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) revokeCertificate(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.reg.RevokeCertificate(r.Context(), k.TenantID, r.PathValue("id"), r.PathValue("fingerprint")); err != nil {
 		return err
 	}
@@ -40,7 +40,7 @@ func (s *Server) revokeCertificate(w http.ResponseWriter, r *http.Request, k *te
 	return nil
 }
 
-func (s *Server) rotatePSK(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) rotatePSK(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	psk, err := s.reg.RotatePSK(r.Context(), k.TenantID, id)
 	if err != nil {
@@ -52,7 +52,7 @@ func (s *Server) rotatePSK(w http.ResponseWriter, r *http.Request, k *tether.API
 	}{id, psk})
 }
 
-func (s *Server) deletePSK(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deletePSK(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.reg.DeletePSK(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (s *Server) deletePSK(w http.ResponseWriter, r *http.Request, k *tether.API
 	return nil
 }
 
-func (s *Server) addCA(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) addCA(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var in pemInput
 	if err := decodeBody(r, &in); err != nil {
 		return err
@@ -72,7 +72,7 @@ func (s *Server) addCA(w http.ResponseWriter, r *http.Request, k *tether.APIKey)
 	return writeJSON(w, http.StatusCreated, ca)
 }
 
-func (s *Server) listCAs(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listCAs(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	cas, err := s.reg.CAs(r.Context(), k.TenantID)
 	if err != nil {
 		return err
@@ -82,7 +82,7 @@ func (s *Server) listCAs(w http.ResponseWriter, r *http.Request, k *tether.APIKe
 	}{cas})
 }
 
-func (s *Server) deleteCA(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deleteCA(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.reg.DeleteCA(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ type deviceInput struct {
 	Profile  *string           `json:"profile"`
 }
 
-func (s *Server) createDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) createDevice(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var in deviceInput
 	if err := decodeBody(r, &in); err != nil {
 		return err
@@ -52,7 +52,7 @@ func (s *Server) createDevice(w http.ResponseWriter, r *http.Request, k *tether.
 	}{s.view(dev), token})
 }
 
-func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	q := r.URL.Query()
 	limit := 100
 	if v := q.Get("limit"); v != "" {
@@ -110,7 +110,7 @@ func parseSelector(s string) (map[string]string, error) {
 	return out, nil
 }
 
-func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	d, err := s.reg.Device(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -118,7 +118,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, k *tether.API
 	return writeJSON(w, http.StatusOK, s.view(d))
 }
 
-func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var in deviceInput
 	if err := decodeBody(r, &in); err != nil {
 		return err
@@ -135,7 +135,7 @@ func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request, k *tether.
 	return writeJSON(w, http.StatusOK, s.view(d))
 }
 
-func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.reg.DeleteDevice(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, k *tether.
 	return nil
 }
 
-func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	token, err := s.reg.RotateToken(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -153,6 +153,6 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request, k *tether.A
 	}{token})
 }
 
-func (s *Server) getStats(w http.ResponseWriter, _ *http.Request, _ *tether.APIKey) error {
+func (s *Server) getStats(w http.ResponseWriter, _ *http.Request, _ *tether.Principal) error {
 	return writeJSON(w, http.StatusOK, s.stats.Stats())
 }

@@ -86,6 +86,10 @@ type Options struct {
 	// Services are the device-state services; the routes of each one that
 	// is nil answer 503.
 	Services Services
+	// Mount adds handlers by ServeMux pattern beside the API's own routes:
+	// the dashboard, GraphQL and live streams, which authenticate their
+	// callers with [Server.Authenticate].
+	Mount map[string]http.Handler
 }
 
 // Server is the HTTP API server.
@@ -97,6 +101,8 @@ type Server struct {
 	sv    Services
 	log   *slog.Logger
 	now   func() time.Time
+
+	mount map[string]http.Handler
 
 	ln, tlsLn net.Listener
 	srv       *http.Server
@@ -123,7 +129,7 @@ func New(reg Registry, tel Telemetry, in Ingestor, stats Stats, o Options) (*Ser
 		o.PublishTimeout = 10 * time.Second
 	}
 	s := &Server{reg: reg, tel: tel, in: in, stats: stats, sv: o.Services, log: o.Logger, now: time.Now, timeout: o.PublishTimeout,
-		polls: map[deviceKey][]*poll{}, inflight: map[string]bool{}}
+		mount: o.Mount, polls: map[deviceKey][]*poll{}, inflight: map[string]bool{}}
 	s.closing, s.close = context.WithCancel(context.Background())
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -202,66 +208,67 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiJSON)
 	})
-	api := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) {
-		mux.Handle(pattern, s.authenticated(h, false))
-	}
-	// Commands are sent, and followed, by keys of any role: the command's
-	// definition in the profile says which roles may send it.
-	anyRole := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) {
-		mux.Handle(pattern, s.authenticated(h, true))
-	}
+	// Every API route names the least role that may call it: a viewer
+	// reads, an operator also runs the fleet, an admin also configures.
+	add := func(role, pattern string, h handler) { mux.Handle(pattern, s.authorized(role, h)) }
+	add(tether.RoleAdmin, "POST /api/v1/devices", s.createDevice)
+	add(tether.RoleViewer, "GET /api/v1/devices", s.listDevices)
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}", s.getDevice)
+	add(tether.RoleAdmin, "PATCH /api/v1/devices/{id}", s.updateDevice)
+	add(tether.RoleAdmin, "DELETE /api/v1/devices/{id}", s.deleteDevice)
+	add(tether.RoleAdmin, "POST /api/v1/devices/{id}/token", s.rotateToken)
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/telemetry", s.telemetry)
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/latest", s.latest)
+	add(tether.RoleViewer, "GET /api/v1/stats", s.getStats)
+	add(tether.RoleAdmin, "POST /api/v1/devices/{id}/certificates", s.addCertificate)
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/certificates", s.listCertificates)
+	add(tether.RoleAdmin, "DELETE /api/v1/devices/{id}/certificates/{fingerprint}", s.revokeCertificate)
+	add(tether.RoleAdmin, "POST /api/v1/devices/{id}/psk", s.rotatePSK)
+	add(tether.RoleAdmin, "DELETE /api/v1/devices/{id}/psk", s.deletePSK)
+	add(tether.RoleAdmin, "POST /api/v1/cas", s.addCA)
+	add(tether.RoleViewer, "GET /api/v1/cas", s.listCAs)
+	add(tether.RoleAdmin, "DELETE /api/v1/cas/{id}", s.deleteCA)
+
+	profiles := s.sv.Profiles != nil
+	add(tether.RoleAdmin, "POST /api/v1/profiles", needs(profiles, "profile", s.createProfile))
+	add(tether.RoleViewer, "GET /api/v1/profiles", needs(profiles, "profile", s.listProfiles))
+	add(tether.RoleViewer, "GET /api/v1/profiles/{id}", needs(profiles, "profile", s.getProfile))
+	add(tether.RoleAdmin, "PUT /api/v1/profiles/{id}", needs(profiles, "profile", s.putProfile))
+	add(tether.RoleAdmin, "DELETE /api/v1/profiles/{id}", needs(profiles, "profile", s.deleteProfile))
+
+	shadows := s.sv.Shadows != nil
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/shadow", needs(shadows, "shadow", s.getShadow))
+	add(tether.RoleOperator, "PATCH /api/v1/devices/{id}/shadow", needs(shadows, "shadow", s.updateShadow))
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/shadows", needs(shadows, "shadow", s.shadowNames))
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/shadows/{name}", needs(shadows, "shadow", s.getShadow))
+	add(tether.RoleOperator, "PATCH /api/v1/devices/{id}/shadows/{name}", needs(shadows, "shadow", s.updateShadow))
+	add(tether.RoleAdmin, "DELETE /api/v1/devices/{id}/shadows/{name}", needs(shadows, "shadow", s.deleteShadow))
+
+	// An operator may send commands; the command's definition in the
+	// profile may narrow who further.
+	commands := s.sv.Commands != nil
+	add(tether.RoleOperator, "POST /api/v1/devices/{id}/commands", needs(commands, "command", s.sendCommand))
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/commands", needs(commands, "command", s.listCommands))
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/commands/{cid}", needs(commands, "command", s.getCommand))
+	add(tether.RoleOperator, "POST /api/v1/devices/{id}/commands/{cid}/confirm", needs(commands, "command", s.confirmCommand))
+
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/presence", needs(s.sv.Presence != nil, "presence", s.getPresence))
+	add(tether.RoleViewer, "GET /api/v1/devices/{id}/quarantine", needs(s.sv.Quarantine != nil, "quarantine", s.quarantine))
+
+	provision := s.sv.Provision != nil
+	add(tether.RoleAdmin, "POST /api/v1/devices/import", needs(provision, "provisioning", s.importDevices))
+	add(tether.RoleAdmin, "POST /api/v1/provisioning-keys", needs(provision, "provisioning", s.createProvisioningKey))
+	add(tether.RoleAdmin, "GET /api/v1/provisioning-keys", needs(provision, "provisioning", s.listProvisioningKeys))
+	add(tether.RoleAdmin, "DELETE /api/v1/provisioning-keys/{id}", needs(provision, "provisioning", s.revokeProvisioningKey))
+	add(tether.RoleAdmin, "POST /api/v1/provisioning-keys/{id}/rotate", needs(provision, "provisioning", s.rotateProvisioningKey))
+	s.ruleRoutes(add)
+	s.ruleDevRoutes(add)
+	s.alertRoutes(add)
+
+	// Devices, not programs, call these, with their own credentials.
 	device := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.Device) error) {
 		mux.Handle(pattern, s.deviceAuthenticated(h))
 	}
-	api("POST /api/v1/devices", s.createDevice)
-	api("GET /api/v1/devices", s.listDevices)
-	api("GET /api/v1/devices/{id}", s.getDevice)
-	api("PATCH /api/v1/devices/{id}", s.updateDevice)
-	api("DELETE /api/v1/devices/{id}", s.deleteDevice)
-	api("POST /api/v1/devices/{id}/token", s.rotateToken)
-	api("GET /api/v1/devices/{id}/telemetry", s.telemetry)
-	api("GET /api/v1/devices/{id}/latest", s.latest)
-	api("GET /api/v1/stats", s.getStats)
-	api("POST /api/v1/devices/{id}/certificates", s.addCertificate)
-	api("GET /api/v1/devices/{id}/certificates", s.listCertificates)
-	api("DELETE /api/v1/devices/{id}/certificates/{fingerprint}", s.revokeCertificate)
-	api("POST /api/v1/devices/{id}/psk", s.rotatePSK)
-	api("DELETE /api/v1/devices/{id}/psk", s.deletePSK)
-	api("POST /api/v1/cas", s.addCA)
-	api("GET /api/v1/cas", s.listCAs)
-	api("DELETE /api/v1/cas/{id}", s.deleteCA)
-
-	api("POST /api/v1/profiles", needs(s.sv.Profiles != nil, "profile", s.createProfile))
-	api("GET /api/v1/profiles", needs(s.sv.Profiles != nil, "profile", s.listProfiles))
-	api("GET /api/v1/profiles/{id}", needs(s.sv.Profiles != nil, "profile", s.getProfile))
-	api("PUT /api/v1/profiles/{id}", needs(s.sv.Profiles != nil, "profile", s.putProfile))
-	api("DELETE /api/v1/profiles/{id}", needs(s.sv.Profiles != nil, "profile", s.deleteProfile))
-
-	api("GET /api/v1/devices/{id}/shadow", needs(s.sv.Shadows != nil, "shadow", s.getShadow))
-	api("PATCH /api/v1/devices/{id}/shadow", needs(s.sv.Shadows != nil, "shadow", s.updateShadow))
-	api("GET /api/v1/devices/{id}/shadows", needs(s.sv.Shadows != nil, "shadow", s.shadowNames))
-	api("GET /api/v1/devices/{id}/shadows/{name}", needs(s.sv.Shadows != nil, "shadow", s.getShadow))
-	api("PATCH /api/v1/devices/{id}/shadows/{name}", needs(s.sv.Shadows != nil, "shadow", s.updateShadow))
-	api("DELETE /api/v1/devices/{id}/shadows/{name}", needs(s.sv.Shadows != nil, "shadow", s.deleteShadow))
-
-	anyRole("POST /api/v1/devices/{id}/commands", needs(s.sv.Commands != nil, "command", s.sendCommand))
-	anyRole("GET /api/v1/devices/{id}/commands", needs(s.sv.Commands != nil, "command", s.listCommands))
-	anyRole("GET /api/v1/devices/{id}/commands/{cid}", needs(s.sv.Commands != nil, "command", s.getCommand))
-	api("POST /api/v1/devices/{id}/commands/{cid}/confirm", needs(s.sv.Commands != nil, "command", s.confirmCommand))
-
-	api("GET /api/v1/devices/{id}/presence", needs(s.sv.Presence != nil, "presence", s.getPresence))
-	api("GET /api/v1/devices/{id}/quarantine", needs(s.sv.Quarantine != nil, "quarantine", s.quarantine))
-
-	api("POST /api/v1/devices/import", needs(s.sv.Provision != nil, "provisioning", s.importDevices))
-	api("POST /api/v1/provisioning-keys", needs(s.sv.Provision != nil, "provisioning", s.createProvisioningKey))
-	api("GET /api/v1/provisioning-keys", needs(s.sv.Provision != nil, "provisioning", s.listProvisioningKeys))
-	api("DELETE /api/v1/provisioning-keys/{id}", needs(s.sv.Provision != nil, "provisioning", s.revokeProvisioningKey))
-	api("POST /api/v1/provisioning-keys/{id}/rotate", needs(s.sv.Provision != nil, "provisioning", s.rotateProvisioningKey))
-	s.ruleRoutes(api)
-	s.ruleDevRoutes(anyRole)
-	s.alertRoutes(api)
-
-	// Devices, not programs, call these, with their own credentials.
 	mux.HandleFunc("POST /api/v1/ingest", s.ingest)
 	device("GET /api/v1/device/shadow", needs(s.sv.Shadows != nil, "shadow", s.deviceGetShadow))
 	device("POST /api/v1/device/shadow", needs(s.sv.Shadows != nil, "shadow", s.deviceUpdateShadow))
@@ -270,19 +277,29 @@ func (s *Server) Handler() http.Handler {
 	// A device that has no credential yet registers itself with its
 	// profile's provisioning key.
 	mux.HandleFunc("POST /api/v1/provision", s.provision)
+	for pattern, h := range s.mount {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, tether.Errorf(tether.ENOTFOUND, "no API route %s %s; see /api/v1/openapi.json", r.Method, r.URL.Path))
 	})
 	return mux
 }
 
-// authenticated checks the bearer API key and runs h with it. Unless
-// anyRole, the key must be an admin's.
-func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, *tether.APIKey) error, anyRole bool) http.Handler {
+// handler is an API route's handler, run with the caller once
+// authorized; an error it returns is answered as a problem.
+type handler func(http.ResponseWriter, *http.Request, *tether.Principal) error
+
+// addRoute registers an API route that callers of at least role may call.
+type addRoute func(role, pattern string, h handler)
+
+// authorized authenticates the caller and runs h if its role is at least
+// role.
+func (s *Server) authorized(role string, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key, err := s.reg.AuthenticateAPIKey(r.Context(), bearer(r))
-		if err == nil && !anyRole && key.Role != tether.RoleAdmin {
-			err = tether.Errorf(tether.EFORBIDDEN, "API key %s has role %s, which may not do this", key.ID, key.Role)
+		p, err := s.Authenticate(r)
+		if err == nil && !tether.RoleAtLeast(p.Role, role) {
+			err = tether.Errorf(tether.EFORBIDDEN, "%s has role %s; this needs %s", p.Name, p.Role, role)
 		}
 		if err != nil {
 			if tether.ErrorCode(err) == tether.EUNAUTHORIZED {
@@ -291,10 +308,21 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request, *tethe
 			s.problem(w, r, err)
 			return
 		}
-		if err := h(w, r, key); err != nil {
+		if err := h(w, r, p); err != nil {
 			s.problem(w, r, err)
 		}
 	})
+}
+
+// Authenticate returns the caller of an API request: the bearer API
+// key's owner. Other APIs mounted on the server (GraphQL, live streams)
+// authenticate with it too.
+func (s *Server) Authenticate(r *http.Request) (*tether.Principal, error) {
+	key, err := s.reg.AuthenticateAPIKey(r.Context(), bearer(r))
+	if err != nil {
+		return nil, err
+	}
+	return &tether.Principal{TenantID: key.TenantID, Kind: tether.PrincipalAPIKey, ID: key.ID, Name: "API key " + key.ID, Role: key.Role}, nil
 }
 
 // deviceAuthenticated authenticates a device as ingest does (token or

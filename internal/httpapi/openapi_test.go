@@ -377,15 +377,20 @@ func fakeDevice(id string) *tether.Device {
 	return &tether.Device{TenantID: tether.DefaultTenantID, ID: id, Labels: map[string]string{}, Metadata: map[string]any{}}
 }
 
-// testOperatorKey is a key of a role other than admin.
-const testOperatorKey = "ak_op.secret"
+// testOperatorKey and testViewerKey are keys of the roles below admin.
+const (
+	testOperatorKey = "ak_op.secret"
+	testViewerKey   = "ak_view.secret"
+)
 
 func (fakeRegistry) AuthenticateAPIKey(_ context.Context, key string) (*tether.APIKey, error) {
 	switch key {
 	case testKey:
 		return &tether.APIKey{TenantID: tether.DefaultTenantID, ID: "ak_test", Role: tether.RoleAdmin}, nil
 	case testOperatorKey:
-		return &tether.APIKey{TenantID: tether.DefaultTenantID, ID: "ak_op", Role: "operator"}, nil
+		return &tether.APIKey{TenantID: tether.DefaultTenantID, ID: "ak_op", Role: tether.RoleOperator}, nil
+	case testViewerKey:
+		return &tether.APIKey{TenantID: tether.DefaultTenantID, ID: "ak_view", Role: tether.RoleViewer}, nil
 	}
 	return nil, tether.Errorf(tether.EUNAUTHORIZED, "wrong API key")
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/tether-iot/tether"
 )
 
-func (s *Server) getPresence(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getPresence(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	// A device never seen has no presence row and reads as offline, so an
 	// unknown one is checked here to be 404.
@@ -24,7 +24,7 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request, k *tether.A
 
 // quarantine lists a device's quarantined points (the last 24 hours
 // unless from and to say otherwise) and counts all of them.
-func (s *Server) quarantine(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) quarantine(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	if _, err := s.reg.Device(r.Context(), k.TenantID, id); err != nil {
 		return err

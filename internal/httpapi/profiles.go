@@ -9,7 +9,7 @@ import (
 // decodeProfile reads a profile body. The tenant comes from the API key
 // and the timestamps from the service, so a profile read with GET can be
 // sent back changed with PUT as it is.
-func decodeProfile(r *http.Request, k *tether.APIKey) (tether.Profile, error) {
+func decodeProfile(r *http.Request, k *tether.Principal) (tether.Profile, error) {
 	var p tether.Profile
 	if err := decodeBody(r, &p); err != nil {
 		return p, err
@@ -21,7 +21,7 @@ func decodeProfile(r *http.Request, k *tether.APIKey) (tether.Profile, error) {
 	return p, nil
 }
 
-func (s *Server) createProfile(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) createProfile(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	p, err := decodeProfile(r, k)
 	if err != nil {
 		return err
@@ -34,7 +34,7 @@ func (s *Server) createProfile(w http.ResponseWriter, r *http.Request, k *tether
 	return writeJSON(w, http.StatusCreated, created)
 }
 
-func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	ps, err := s.sv.Profiles.List(r.Context(), k.TenantID)
 	if err != nil {
 		return err
@@ -47,7 +47,7 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *tether.
 	}{ps})
 }
 
-func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	p, err := s.sv.Profiles.Get(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -55,7 +55,7 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *tether.AP
 	return writeJSON(w, http.StatusOK, p)
 }
 
-func (s *Server) putProfile(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) putProfile(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	p, err := decodeProfile(r, k)
 	if err != nil {
 		return err
@@ -72,7 +72,7 @@ func (s *Server) putProfile(w http.ResponseWriter, r *http.Request, k *tether.AP
 	return writeJSON(w, http.StatusOK, put)
 }
 
-func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.sv.Profiles.Delete(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}

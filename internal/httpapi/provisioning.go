@@ -16,7 +16,7 @@ const maxImportBody = 16 << 20
 
 // importDevices creates every device of a CSV or JSON file, or none: 201
 // with each device's token, or 422 naming every bad row.
-func (s *Server) importDevices(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) importDevices(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	parse := s.sv.Provision.ParseJSON
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -62,7 +62,7 @@ type keyView struct {
 	Secret string `json:"secret"`
 }
 
-func (s *Server) createProvisioningKey(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) createProvisioningKey(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var in struct {
 		Profile   string     `json:"profile"`
 		MaxUses   int        `json:"max_uses"`
@@ -82,7 +82,7 @@ func (s *Server) createProvisioningKey(w http.ResponseWriter, r *http.Request, k
 	return writeJSON(w, http.StatusCreated, keyView{key, secret})
 }
 
-func (s *Server) listProvisioningKeys(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listProvisioningKeys(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	keys, err := s.sv.Provision.Keys(r.Context(), k.TenantID)
 	if err != nil {
 		return err
@@ -95,7 +95,7 @@ func (s *Server) listProvisioningKeys(w http.ResponseWriter, r *http.Request, k 
 	}{keys})
 }
 
-func (s *Server) revokeProvisioningKey(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) revokeProvisioningKey(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.sv.Provision.RevokeKey(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func (s *Server) revokeProvisioningKey(w http.ResponseWriter, r *http.Request, k
 	return nil
 }
 
-func (s *Server) rotateProvisioningKey(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) rotateProvisioningKey(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	key, secret, err := s.sv.Provision.RotateKey(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err

@@ -49,37 +49,21 @@ const (
 	defaultDeadLetters = 100
 )
 
-// roleOperator is the operator role. The tether package names only
-// admin so far (see [tether.RoleAdmin]); the development loop already
-// lets an operator try rules out and watch them, though not change them.
-const roleOperator = "operator"
-
-// ruleDevRoutes registers the development-loop routes with anyRole, the
-// handler adder that authenticates a key of any role; the handlers then
-// admit admin and operator keys.
-func (s *Server) ruleDevRoutes(anyRole func(string, func(http.ResponseWriter, *http.Request, *tether.APIKey) error)) {
+// ruleDevRoutes registers the development-loop routes with add: an
+// operator may try rules out and watch them, though not change them.
+func (s *Server) ruleDevRoutes(add addRoute) {
 	engine, rules := s.sv.RuleEngine != nil, s.sv.Rules != nil
 	// A route of a stored rule needs the rules service to find it, as
 	// well as the engine.
-	stored := func(h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) func(http.ResponseWriter, *http.Request, *tether.APIKey) error {
-		return adminOrOperator(needs(engine, "rule engine", needs(rules, "rules", h)))
+	stored := func(h handler) handler {
+		return needs(engine, "rule engine", needs(rules, "rules", h))
 	}
-	anyRole("POST /api/v1/rules/dry-run", adminOrOperator(needs(engine, "rule engine", s.dryRunStatement)))
-	anyRole("POST /api/v1/rules/{id}/dry-run", stored(s.dryRunRule))
-	anyRole("POST /api/v1/rules/{id}/backtest", stored(s.backtestRule))
-	anyRole("GET /api/v1/rules/{id}/metrics", stored(s.ruleMetrics))
-	anyRole("GET /api/v1/rules/{id}/trace", stored(s.ruleTrace))
-	anyRole("GET /api/v1/rules/{id}/dead-letters", stored(s.ruleDeadLetters))
-}
-
-// adminOrOperator refuses keys of other roles than admin and operator.
-func adminOrOperator(h func(http.ResponseWriter, *http.Request, *tether.APIKey) error) func(http.ResponseWriter, *http.Request, *tether.APIKey) error {
-	return func(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
-		if k.Role != tether.RoleAdmin && k.Role != roleOperator {
-			return tether.Errorf(tether.EFORBIDDEN, "API key %s has role %s, which may not do this", k.ID, k.Role)
-		}
-		return h(w, r, k)
-	}
+	add(tether.RoleOperator, "POST /api/v1/rules/dry-run", needs(engine, "rule engine", s.dryRunStatement))
+	add(tether.RoleOperator, "POST /api/v1/rules/{id}/dry-run", stored(s.dryRunRule))
+	add(tether.RoleOperator, "POST /api/v1/rules/{id}/backtest", stored(s.backtestRule))
+	add(tether.RoleViewer, "GET /api/v1/rules/{id}/metrics", stored(s.ruleMetrics))
+	add(tether.RoleViewer, "GET /api/v1/rules/{id}/trace", stored(s.ruleTrace))
+	add(tether.RoleOperator, "GET /api/v1/rules/{id}/dead-letters", stored(s.ruleDeadLetters))
 }
 
 // DryRunResult is the answer of a dry run.
@@ -101,7 +85,7 @@ type BacktestResult struct {
 }
 
 // dryRunStatement dry-runs a rule that is not stored.
-func (s *Server) dryRunStatement(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) dryRunStatement(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var b struct {
 		Statement string              `json:"statement"`
 		Actions   []tether.RuleAction `json:"actions"`
@@ -126,7 +110,7 @@ func (s *Server) dryRunStatement(w http.ResponseWriter, r *http.Request, k *teth
 }
 
 // dryRunRule dry-runs the current version of a stored rule.
-func (s *Server) dryRunRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) dryRunRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var b struct {
 		Inputs []RuleInput `json:"inputs"`
 	}
@@ -143,7 +127,7 @@ func (s *Server) dryRunRule(w http.ResponseWriter, r *http.Request, k *tether.AP
 	return s.dryRun(w, r, k, rule, b.Inputs)
 }
 
-func (s *Server) dryRun(w http.ResponseWriter, r *http.Request, k *tether.APIKey, rule *tether.Rule, inputs []RuleInput) error {
+func (s *Server) dryRun(w http.ResponseWriter, r *http.Request, k *tether.Principal, rule *tether.Rule, inputs []RuleInput) error {
 	// A dry run sends nothing, so the engine needs no webhook secret, and
 	// without one none can find its way into a trace or a description.
 	results, trace, actions, err := s.sv.RuleEngine.DryRun(r.Context(), k.TenantID, publicRule(rule), inputs)
@@ -187,7 +171,7 @@ func (s *Server) checkInputs(ins []RuleInput) error {
 	return nil
 }
 
-func (s *Server) backtestRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) backtestRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var b struct {
 		From    time.Time `json:"from"`
 		To      time.Time `json:"to"`
@@ -232,7 +216,7 @@ func (s *Server) backtestRule(w http.ResponseWriter, r *http.Request, k *tether.
 // ruleMetrics answers the engine's counters of a stored rule. The
 // engine keeps them by ID whether or not the rule exists, so the rule is
 // looked up first: an unknown one is 404, not zeros.
-func (s *Server) ruleMetrics(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) ruleMetrics(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	rule, err := s.sv.Rules.Get(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -240,7 +224,7 @@ func (s *Server) ruleMetrics(w http.ResponseWriter, r *http.Request, k *tether.A
 	return writeJSON(w, http.StatusOK, s.sv.RuleEngine.Metrics(k.TenantID, rule.ID))
 }
 
-func (s *Server) ruleTrace(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) ruleTrace(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	rule, err := s.sv.Rules.Get(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -250,7 +234,7 @@ func (s *Server) ruleTrace(w http.ResponseWriter, r *http.Request, k *tether.API
 	}{listOrEmpty(s.sv.RuleEngine.Trace(k.TenantID, rule.ID))})
 }
 
-func (s *Server) ruleDeadLetters(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) ruleDeadLetters(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	limit := defaultDeadLetters
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)

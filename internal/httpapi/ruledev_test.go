@@ -280,7 +280,8 @@ func TestRuleDevAPI(t *testing.T) {
 
 		{"metrics are answered", "GET", "/api/v1/rules/{id}/metrics", "/api/v1/rules/vib/metrics", testKey, "", 200, ""},
 		{"an operator may read metrics", "GET", "/api/v1/rules/{id}/metrics", "/api/v1/rules/vib/metrics", testOperatorKey, "", 200, ""},
-		{"a viewer may not read metrics", "GET", "/api/v1/rules/{id}/metrics", "/api/v1/rules/vib/metrics", viewerKey, "", 403, ""},
+		{"a viewer may read metrics", "GET", "/api/v1/rules/{id}/metrics", "/api/v1/rules/vib/metrics", viewerKey, "", 200, ""},
+		{"a viewer may not dry-run a rule", "POST", "/api/v1/rules/{id}/dry-run", "/api/v1/rules/vib/dry-run", viewerKey, `{"inputs":[]}`, 403, "needs operator"},
 		{"metrics of an unknown rule are 404, not zeros", "GET", "/api/v1/rules/{id}/metrics", "/api/v1/rules/nope/metrics", testKey, "", 404, ""},
 		{"metrics of another tenant's rule are 404", "GET", "/api/v1/rules/{id}/metrics", "/api/v1/rules/theirs/metrics", testKey, "", 404, ""},
 		{"the trace is answered", "GET", "/api/v1/rules/{id}/trace", "/api/v1/rules/vib/trace", testKey, "", 200, ""},

@@ -35,19 +35,19 @@ type RuleInvalid interface {
 	Position() (line, column int)
 }
 
-// ruleRoutes registers the rules API with api (see Handler).
-func (s *Server) ruleRoutes(api func(string, func(http.ResponseWriter, *http.Request, *tether.APIKey) error)) {
+// ruleRoutes registers the rules API with add (see Handler).
+func (s *Server) ruleRoutes(add addRoute) {
 	ok := s.sv.Rules != nil
-	api("POST /api/v1/rules", needs(ok, "rules", s.createRule))
-	api("GET /api/v1/rules", needs(ok, "rules", s.listRules))
-	api("POST /api/v1/rules/validate", needs(ok, "rules", s.validateRule))
-	api("GET /api/v1/rules/{id}", needs(ok, "rules", s.getRule))
-	api("PUT /api/v1/rules/{id}", needs(ok, "rules", s.putRule))
-	api("DELETE /api/v1/rules/{id}", needs(ok, "rules", s.deleteRule))
-	api("POST /api/v1/rules/{id}/enable", needs(ok, "rules", s.enableRule(true)))
-	api("POST /api/v1/rules/{id}/disable", needs(ok, "rules", s.enableRule(false)))
-	api("GET /api/v1/rules/{id}/versions", needs(ok, "rules", s.ruleVersions))
-	api("POST /api/v1/rules/{id}/rollback", needs(ok, "rules", s.rollbackRule))
+	add(tether.RoleAdmin, "POST /api/v1/rules", needs(ok, "rules", s.createRule))
+	add(tether.RoleViewer, "GET /api/v1/rules", needs(ok, "rules", s.listRules))
+	add(tether.RoleOperator, "POST /api/v1/rules/validate", needs(ok, "rules", s.validateRule))
+	add(tether.RoleViewer, "GET /api/v1/rules/{id}", needs(ok, "rules", s.getRule))
+	add(tether.RoleAdmin, "PUT /api/v1/rules/{id}", needs(ok, "rules", s.putRule))
+	add(tether.RoleAdmin, "DELETE /api/v1/rules/{id}", needs(ok, "rules", s.deleteRule))
+	add(tether.RoleAdmin, "POST /api/v1/rules/{id}/enable", needs(ok, "rules", s.enableRule(true)))
+	add(tether.RoleAdmin, "POST /api/v1/rules/{id}/disable", needs(ok, "rules", s.enableRule(false)))
+	add(tether.RoleViewer, "GET /api/v1/rules/{id}/versions", needs(ok, "rules", s.ruleVersions))
+	add(tether.RoleAdmin, "POST /api/v1/rules/{id}/rollback", needs(ok, "rules", s.rollbackRule))
 }
 
 // ruleBody is a rule as a client sends it. It takes every field a rule
@@ -70,7 +70,7 @@ type ruleBody struct {
 	UpdatedAt json.RawMessage `json:"updated_at"`
 }
 
-func decodeRule(r *http.Request, k *tether.APIKey) (tether.Rule, *bool, error) {
+func decodeRule(r *http.Request, k *tether.Principal) (tether.Rule, *bool, error) {
 	var b ruleBody
 	if err := decodeBody(r, &b); err != nil {
 		return tether.Rule{}, nil, err
@@ -134,7 +134,7 @@ func (s *Server) ruleError(w http.ResponseWriter, err error) error {
 	return nil
 }
 
-func (s *Server) createRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) createRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	rule, enabled, err := decodeRule(r, k)
 	if err != nil {
 		return err
@@ -148,7 +148,7 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request, k *tether.AP
 	return writeJSON(w, http.StatusCreated, publicRule(created))
 }
 
-func (s *Server) listRules(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	rs, err := s.sv.Rules.List(r.Context(), k.TenantID)
 	if err != nil {
 		return err
@@ -158,7 +158,7 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request, k *tether.API
 	}{publicRules(rs)})
 }
 
-func (s *Server) getRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	rule, err := s.sv.Rules.Get(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -166,7 +166,7 @@ func (s *Server) getRule(w http.ResponseWriter, r *http.Request, k *tether.APIKe
 	return writeJSON(w, http.StatusOK, publicRule(rule))
 }
 
-func (s *Server) putRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) putRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	rule, _, err := decodeRule(r, k)
 	if err != nil {
 		return err
@@ -183,7 +183,7 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request, k *tether.APIKe
 	return writeJSON(w, http.StatusOK, publicRule(updated))
 }
 
-func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.sv.Rules.Delete(r.Context(), k.TenantID, r.PathValue("id")); err != nil {
 		return err
 	}
@@ -191,8 +191,8 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request, k *tether.AP
 	return nil
 }
 
-func (s *Server) enableRule(on bool) func(http.ResponseWriter, *http.Request, *tether.APIKey) error {
-	return func(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) enableRule(on bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 		rule, err := s.sv.Rules.SetEnabled(r.Context(), k.TenantID, r.PathValue("id"), on)
 		if err != nil {
 			return err
@@ -201,7 +201,7 @@ func (s *Server) enableRule(on bool) func(http.ResponseWriter, *http.Request, *t
 	}
 }
 
-func (s *Server) ruleVersions(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) ruleVersions(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	vs, err := s.sv.Rules.Versions(r.Context(), k.TenantID, r.PathValue("id"))
 	if err != nil {
 		return err
@@ -211,7 +211,7 @@ func (s *Server) ruleVersions(w http.ResponseWriter, r *http.Request, k *tether.
 	}{publicRules(vs)})
 }
 
-func (s *Server) rollbackRule(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) rollbackRule(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var b struct {
 		Version int `json:"version"`
 	}
@@ -228,7 +228,7 @@ func (s *Server) rollbackRule(w http.ResponseWriter, r *http.Request, k *tether.
 	return writeJSON(w, http.StatusOK, publicRule(rule))
 }
 
-func (s *Server) validateRule(w http.ResponseWriter, r *http.Request, _ *tether.APIKey) error {
+func (s *Server) validateRule(w http.ResponseWriter, r *http.Request, _ *tether.Principal) error {
 	var b struct {
 		Statement string              `json:"statement"`
 		Actions   []tether.RuleAction `json:"actions"`

@@ -413,8 +413,9 @@ func TestRulesAPI(t *testing.T) {
 		a.expect(t, 404, "GET", "/api/v1/rules/vib", testKey, "")
 		a.expect(t, 200, "GET", "/api/v1/rules/vib", otherRulesKey, "")
 	})
-	t.Run("an operator key may not manage rules", func(t *testing.T) {
-		a.expect(t, 403, "GET", "/api/v1/rules", testOperatorKey, "")
+	t.Run("an operator key may read rules but not change them", func(t *testing.T) {
+		a.expect(t, 200, "GET", "/api/v1/rules", testOperatorKey, "")
+		a.expect(t, 403, "DELETE", "/api/v1/rules/off", testOperatorKey, "")
 	})
 }
 

@@ -11,7 +11,7 @@ import (
 
 // getShadow answers a device's classic shadow, or the named one of the
 // path, with its version as the ETag.
-func (s *Server) getShadow(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) getShadow(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	// A shadow never written reads as empty, so the device is checked here
 	// for an unknown one to be 404 rather than an empty shadow.
@@ -28,7 +28,7 @@ func (s *Server) getShadow(w http.ResponseWriter, r *http.Request, k *tether.API
 // updateShadow applies a ShadowUpdate (merge patches of desired and
 // reported). The version it must apply to comes from the body or from
 // If-Match; a stale one is 409 with the current version.
-func (s *Server) updateShadow(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) updateShadow(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	var u tether.ShadowUpdate
 	if err := decodeBody(r, &u); err != nil {
 		return err
@@ -64,7 +64,7 @@ func (s *Server) applyShadow(ctx context.Context, w http.ResponseWriter, tenant,
 	return writeShadow(w, sh)
 }
 
-func (s *Server) shadowNames(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) shadowNames(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	if _, err := s.reg.Device(r.Context(), k.TenantID, id); err != nil {
 		return err
@@ -82,7 +82,7 @@ func (s *Server) shadowNames(w http.ResponseWriter, r *http.Request, k *tether.A
 	}{id, names})
 }
 
-func (s *Server) deleteShadow(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) deleteShadow(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	if err := s.sv.Shadows.Delete(r.Context(), k.TenantID, r.PathValue("id"), r.PathValue("name")); err != nil {
 		return err
 	}

@@ -201,8 +201,9 @@ func TestProfiles(t *testing.T) {
 		a.expect(t, 404, "GET", "/api/v1/profiles/oven", testKey, "")
 		a.expect(t, 409, "DELETE", "/api/v1/profiles/in-use", testKey, "")
 	})
-	t.Run("a key of another role than admin is 403", func(t *testing.T) {
-		a.expect(t, 403, "GET", "/api/v1/profiles", testOperatorKey, "")
+	t.Run("an operator may read profiles but not change them", func(t *testing.T) {
+		a.expect(t, 200, "GET", "/api/v1/profiles", testOperatorKey, "")
+		a.expect(t, 403, "DELETE", "/api/v1/profiles/in-use", testOperatorKey, "")
 	})
 }
 
@@ -521,7 +522,7 @@ func TestCommands(t *testing.T) {
 			t.Errorf("%+v", c)
 		}
 		a.expect(t, 409, "POST", "/api/v1/devices/valve-1/commands/cc/confirm", testKey, "")
-		a.expect(t, 403, "POST", "/api/v1/devices/valve-1/commands/cc/confirm", testOperatorKey, "")
+		a.expect(t, 403, "POST", "/api/v1/devices/valve-1/commands/cc/confirm", testViewerKey, "")
 	})
 }
 

@@ -18,7 +18,7 @@ const maxBuckets = 10000
 // sensible response.
 const maxKeys = 100
 
-func (s *Server) telemetry(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) telemetry(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	if _, err := s.reg.Device(r.Context(), k.TenantID, id); err != nil {
 		return err
@@ -119,7 +119,7 @@ func parseTime(name, s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-func (s *Server) latest(w http.ResponseWriter, r *http.Request, k *tether.APIKey) error {
+func (s *Server) latest(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	id := r.PathValue("id")
 	if _, err := s.reg.Device(r.Context(), k.TenantID, id); err != nil {
 		return err
