@@ -58,6 +58,10 @@ type DeviceFilter struct {
 	Profile string
 	// Status, if set, selects by presence: online, stale or offline.
 	Status string
+	// Query, if set, selects the devices whose ID starts with it or whose
+	// name contains it, both ignoring the case of ASCII letters: the
+	// dashboard's search box.
+	Query string
 	// After is the cursor: list devices with an ID greater than it.
 	After string
 	// Limit is the page size; the store caps it.

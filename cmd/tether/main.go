@@ -1,6 +1,7 @@
 // Command tether is the Tether IoT backend in one binary.
 //
 //	tether serve [flags]   run a node (see tether serve -h)
+//	tether simulate        run simulated devices against a node (see tether simulate -h)
 //	tether version         print the version
 //
 // main only parses the configuration, builds each part, runs them and shuts
@@ -37,6 +38,7 @@ Usage:
   tether serve [flags]   run a node; tether serve -h lists the settings
   tether certs dev       write a development CA and server certificate
   tether certs device    write a device client certificate signed by it
+  tether simulate        run simulated devices against a node; tether simulate -h
   tether version         print the version
 `
 
@@ -56,6 +58,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 0
 	case "certs":
 		return runCerts(args[1:], stdout, stderr)
+	case "simulate":
+		return runSimulate(ctx, args[1:], getenv, stdout, stderr)
 	case "serve":
 	default:
 		fmt.Fprintf(stderr, "tether: unknown command %q\n\n%s", args[0], usage)
@@ -73,6 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	m := NewMain(cfg, getenv("TETHER_BOOTSTRAP_ADMIN_KEY"), stderr)
+	m.BootstrapAdmin = AdminLogin{Email: getenv("TETHER_BOOTSTRAP_ADMIN_EMAIL"), Password: getenv("TETHER_BOOTSTRAP_ADMIN_PASSWORD")}
 	if err := m.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "tether: %v\n", err)
 		m.Close()

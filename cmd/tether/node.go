@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -23,7 +24,10 @@ import (
 	"github.com/tether-iot/tether/internal/mqtt"
 	"github.com/tether-iot/tether/internal/registry"
 	"github.com/tether-iot/tether/internal/store/sqlite"
+	"github.com/tether-iot/tether/internal/stream"
 	"github.com/tether-iot/tether/internal/telemetry"
+	"github.com/tether-iot/tether/internal/user"
+	"github.com/tether-iot/tether/internal/web"
 	"github.com/tether-iot/tether/internal/writer"
 )
 
@@ -34,6 +38,12 @@ type Main struct {
 
 	// AdminKey is the admin API key created at this start, if one was.
 	AdminKey string
+	// BootstrapAdmin is the first admin user's e-mail address and
+	// password (TETHER_BOOTSTRAP_ADMIN_EMAIL, _PASSWORD), either of which
+	// may be empty; AdminUser is that user if this start created it,
+	// with its password if it was generated.
+	BootstrapAdmin AdminLogin
+	AdminUser      *AdminLogin
 	// Observe, if set before Run, sees every committed telemetry batch.
 	Observe func(msgs []tether.Message, committed time.Time)
 
@@ -46,17 +56,28 @@ type Main struct {
 	// without tls_cert_file.
 	TLS      *certs.Reloader
 	Registry *registry.Service
+	// Users signs people in and manages users (users.go).
+	Users    *user.Service
 	Ingestor *ingest.Ingestor
 	Writer   *writer.Writer
 	MQTT     *mqtt.Gateway
 	CoAP     *coap.Gateway
 	HTTP     *httpapi.Server
+	// Stream is the hub of live events (WebSocket, SSE and GraphQL
+	// subscriptions); it exists before the HTTP server.
+	Stream        *stream.Hub
+	liveTelemetry *bus.LiveTelemetry
 
 	services    *services
+	demo        *demoRun
 	unsubscribe func()
 	unsubEvents func()
 	httpDone    chan error
 	stopWatch   context.CancelFunc
+
+	// graphQL is the GraphQL API (graphql.go), closed before the HTTP
+	// server shuts down.
+	graphQL interface{ Close(context.Context) error }
 }
 
 // NewMain returns a node that logs to logOut.
@@ -102,6 +123,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.Registry = registry.New(m.DB, m.Bus, registry.Options{PSKSecret: secret, Logger: m.log.With("component", "registry")})
 	if m.AdminKey, err = m.Registry.Bootstrap(ctx, m.bootstrapKey); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := m.startUsers(ctx); err != nil {
+		return err
 	}
 
 	var serverTLS *tls.Config
@@ -169,6 +193,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.unsubscribe, err = m.Bus.SubscribeLifecycle(m.onLifecycle); err != nil {
 		return err
 	}
+	// The live stream hub exists before the events reach onEvent.
+	if err := m.startStream(); err != nil {
+		return err
+	}
 	if m.unsubEvents, err = m.Bus.SubscribeEvents("", m.onEvent); err != nil {
 		return err
 	}
@@ -197,9 +225,21 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	ho := httpapi.Options{Addr: cfg.HTTPAddr, Logger: m.log.With("component", "http"), Services: sv.httpServices(m)}
+	ho.Services.Users, ho.Services.APIKeys = m.Users, m.Registry
+	ho.Mount = m.mountStream(ho.Mount)
+	if ho.Mount, err = m.mountGraphQL(ho.Mount); err != nil {
+		return err
+	}
 	if serverTLS != nil {
 		ho.TLSAddr, ho.TLS = cfg.HTTPSAddr, serverTLS.Clone()
 	}
+	// The dashboard answers every path the API and other mounts do not:
+	// "/" rather than "GET /", which would conflict with the API's "/api/"
+	// catch-all; the handler itself refuses methods other than GET and HEAD.
+	if ho.Mount == nil {
+		ho.Mount = map[string]http.Handler{}
+	}
+	ho.Mount["/"] = web.Handler()
 	if m.HTTP, err = httpapi.New(m.Registry, m.DB, m.Ingestor, nodeStats{m}, ho); err != nil {
 		return err
 	}
@@ -211,6 +251,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.log.Info("HTTP API listening", "addr", m.HTTP.Addr())
 	if a := m.HTTP.TLSAddr(); a != "" {
 		m.log.Info("HTTPS API listening", "addr", a)
+	}
+	if cfg.Demo {
+		return m.startDemo(ctx)
 	}
 	return nil
 }
@@ -298,10 +341,12 @@ func (m *Main) PrintWelcome(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "  Data:     %s\n", m.Config.DataDir)
+	m.printDemo(w)
 	if m.AdminKey != "" {
 		fmt.Fprintf(w, "\n  Admin API key (shown only this once; it is stored hashed):\n\n    %s\n\n  Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/devices\n",
 			m.AdminKey, m.AdminKey, displayAddr(m.HTTP.Addr()))
 	}
+	m.printAdminUser(w)
 	fmt.Fprintln(w)
 }
 
@@ -322,6 +367,7 @@ func (m *Main) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
 	defer cancel()
 	var errs []error
+	m.stopDemo() // first: the simulated devices leave while the node still listens
 	if m.MQTT != nil {
 		errs = append(errs, m.MQTT.Close(ctx))
 	}
@@ -334,6 +380,8 @@ func (m *Main) Close() error {
 	if m.unsubEvents != nil {
 		m.unsubEvents()
 	}
+	m.stopStream()
+	errs = append(errs, m.closeGraphQL(ctx))
 	if m.HTTP != nil {
 		errs = append(errs, m.HTTP.Shutdown(ctx))
 		if m.httpDone != nil {

@@ -104,6 +104,7 @@ func (s *services) httpServices(m *Main) httpapi.Services {
 		Alerts:     s.Alerts,
 		Rules:      s.Rules,
 		RuleEngine: ruleEngineAPI{m},
+		Fleet:      fleetAPI{db, m.Ingestor},
 	}
 }
 
@@ -121,6 +122,7 @@ func (m *Main) onEvent(tenant, kind, device string, data []byte) {
 		m.CoAP.ShadowChanged(&sh)
 	}
 	m.MQTT.PublishEvent(tenant, kind, device, data)
+	m.streamEvent(tenant, kind, device, data)
 	if rt := m.services.ruleRuntime; rt != nil {
 		rt.event(tenant, kind, device, data)
 	}

@@ -74,6 +74,8 @@ type Config struct {
 
 	LogLevel  string `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" help:"text or json"`
+
+	Demo bool `yaml:"demo" help:"start with a demo: example profiles and rules, and simulated devices (labelled demo=true) connected to this node over MQTT and CoAP"`
 }
 
 // Default returns the configuration a node runs with when nothing is set.

@@ -72,8 +72,13 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.P
 	default:
 		return tether.Errorf(tether.EINVALID, "status %q must be online, stale or offline", status)
 	}
+	// q is the dashboard's search box: an ID prefix or a part of the name.
+	search := strings.TrimSpace(q.Get("q"))
+	if len(search) > maxSearch {
+		return tether.Errorf(tether.EINVALID, "q is %d bytes; at most %d", len(search), maxSearch)
+	}
 	devs, err := s.reg.Devices(r.Context(), tether.DeviceFilter{
-		TenantID: k.TenantID, Labels: labels, Profile: q.Get("profile"), Status: status,
+		TenantID: k.TenantID, Labels: labels, Profile: q.Get("profile"), Status: status, Query: search,
 		After: q.Get("cursor"), Limit: limit + 1,
 	})
 	if err != nil {
@@ -93,6 +98,10 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.P
 		NextCursor string       `json:"next_cursor,omitempty"`
 	}{views, next})
 }
+
+// maxSearch bounds the search text of a device listing: a device name is
+// at most 256 bytes, so a longer text could match nothing.
+const maxSearch = 256
 
 // parseSelector parses a label selector "k=v,k2=v2".
 func parseSelector(s string) (map[string]string, error) {

@@ -34,6 +34,8 @@ func fakeServices() (httpapi.Services, *fakeCommands, *fakePresence) {
 		Presence:   pres,
 		Quarantine: fakeQuarantine{},
 		Provision:  &fakeProvision{},
+		Users:      newFakeUsers(),
+		APIKeys:    newFakeAPIKeys(),
 	}, cmds, pres
 }
 

@@ -264,6 +264,8 @@ func (s *Server) Handler() http.Handler {
 	s.ruleRoutes(add)
 	s.ruleDevRoutes(add)
 	s.alertRoutes(add)
+	s.userRoutes(mux, add)
+	s.fleetRoutes(add)
 
 	// Devices, not programs, call these, with their own credentials.
 	device := func(pattern string, h func(http.ResponseWriter, *http.Request, *tether.Device) error) {
@@ -315,10 +317,19 @@ func (s *Server) authorized(role string, h handler) http.Handler {
 }
 
 // Authenticate returns the caller of an API request: the bearer API
-// key's owner. Other APIs mounted on the server (GraphQL, live streams)
-// authenticate with it too.
+// key's owner or, without a bearer key, the user signed in with the
+// session cookie (whose unsafe requests must carry the session's CSRF
+// token, see auth.go). Other APIs mounted on the server (GraphQL, live
+// streams) authenticate with it too.
 func (s *Server) Authenticate(r *http.Request) (*tether.Principal, error) {
-	key, err := s.reg.AuthenticateAPIKey(r.Context(), bearer(r))
+	token := bearer(r)
+	if token == "" && s.sv.Users != nil {
+		if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
+			return s.sessionPrincipal(r, c.Value)
+		}
+		return nil, errNotSignedIn
+	}
+	key, err := s.reg.AuthenticateAPIKey(r.Context(), token)
 	if err != nil {
 		return nil, err
 	}

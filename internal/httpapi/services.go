@@ -22,6 +22,11 @@ type Services struct {
 	Rules      Rules
 	Alerts     Alerts
 	RuleEngine RuleEngine
+	Fleet      Fleet
+	// Users signs people in (with a session cookie) and manages users;
+	// APIKeys manages the keys of programs. Both in auth.go.
+	Users   Users
+	APIKeys APIKeys
 }
 
 // Profiles is what the API needs of the profile service.

@@ -36,6 +36,8 @@ type Store interface {
 	CreateAPIKey(ctx context.Context, k *tether.APIKey) error
 	APIKey(ctx context.Context, id string) (*tether.APIKey, error)
 	CountAPIKeys(ctx context.Context, tenantID, role string) (int, error)
+	APIKeys(ctx context.Context, tenantID string) ([]*tether.APIKey, error)
+	DeleteAPIKey(ctx context.Context, tenantID, id string) error
 }
 
 // Notifier tells the gateways of every node about a device's lifecycle.

@@ -48,22 +48,28 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *tether.APIKey) error {
 // APIKey returns the API key with the ID, in whichever tenant it is, or an
 // ENOTFOUND error if there is none.
 func (db *DB) APIKey(ctx context.Context, id string) (*tether.APIKey, error) {
-	var (
-		k        tether.APIKey
-		created  int64
-		lastUsed sql.NullInt64
-	)
-	err := db.read.QueryRowContext(ctx, `SELECT id, tenant_id, name, role, hash, created_at, last_used_at
-		FROM api_keys WHERE id = ?`, id).
-		Scan(&k.ID, &k.TenantID, &k.Name, &k.Role, &k.Hash, &created, &lastUsed)
+	k, err := scanAPIKey(db.read.QueryRowContext(ctx, "SELECT "+apiKeyColumns+" FROM api_keys WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, tether.Errorf(tether.ENOTFOUND, "API key %q not found", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("API key %s: %w", id, err)
 	}
-	k.CreatedAt = fromNanos(created)
-	k.LastUsedAt = timePtr(lastUsed)
+	return k, nil
+}
+
+const apiKeyColumns = "id, tenant_id, name, role, hash, created_at, last_used_at"
+
+func scanAPIKey(row interface{ Scan(...any) error }) (*tether.APIKey, error) {
+	var (
+		k        tether.APIKey
+		created  int64
+		lastUsed sql.NullInt64
+	)
+	if err := row.Scan(&k.ID, &k.TenantID, &k.Name, &k.Role, &k.Hash, &created, &lastUsed); err != nil {
+		return nil, err
+	}
+	k.CreatedAt, k.LastUsedAt = fromNanos(created), timePtr(lastUsed)
 	return &k, nil
 }
 
@@ -80,4 +86,32 @@ func (db *DB) CountAPIKeys(ctx context.Context, tenantID, role string) (int, err
 		return 0, fmt.Errorf("count API keys: %w", err)
 	}
 	return n, nil
+}
+
+// APIKeys returns the tenant's API keys, oldest first.
+func (db *DB) APIKeys(ctx context.Context, tenantID string) ([]*tether.APIKey, error) {
+	rows, err := db.read.QueryContext(ctx, "SELECT "+apiKeyColumns+" FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id", tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("API keys: %w", err)
+	}
+	ks, err := collect(rows, scanAPIKey)
+	if err != nil {
+		return nil, fmt.Errorf("API keys: %w", err)
+	}
+	return ks, nil
+}
+
+// DeleteAPIKey deletes an API key of the tenant, or returns ENOTFOUND.
+func (db *DB) DeleteAPIKey(ctx context.Context, tenantID, id string) error {
+	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM api_keys WHERE tenant_id = ? AND id = ?", tenantID, id)
+		if err != nil {
+			return err
+		}
+		return affected(res, func() error { return tether.Errorf(tether.ENOTFOUND, "API key %q not found", id) })
+	})
+	if err != nil {
+		return fmt.Errorf("delete API key %s: %w", id, err)
+	}
+	return nil
 }

@@ -215,7 +215,28 @@ func deviceNotFound(id string) error {
 // through presence's (tenant, status, device) index, and a profile through
 // devices' (tenant, profile, id) index; offline cannot be an index range
 // (it includes the devices without a row), so it is a check per device.
+//
+// f.Query (see [tether.DeviceFilter]) is a check per device too: a name
+// substring has no index range, so a search walks the devices in ID order
+// until it fills a page (see searchCondition for its cost).
 func (db *DB) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Device, error) {
+	query, args, err := db.devicesSQL(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	devices, err := collect(rows, scanDevice)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return devices, nil
+}
+
+// devicesSQL returns the query of Devices for f and its arguments.
+func (db *DB) devicesSQL(ctx context.Context, f tether.DeviceFilter) (string, []any, error) {
 	limit := f.Limit
 	if limit <= 0 || limit > MaxDevicesPage {
 		limit = MaxDevicesPage
@@ -223,7 +244,7 @@ func (db *DB) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Dev
 	switch f.Status {
 	case "", tether.PresenceOnline, tether.PresenceStale, tether.PresenceOffline:
 	default:
-		return nil, tether.Errorf(tether.EINVALID, "unknown status %q; want online, stale or offline", f.Status)
+		return "", nil, tether.Errorf(tether.EINVALID, "unknown status %q; want online, stale or offline", f.Status)
 	}
 	var (
 		q    strings.Builder
@@ -236,6 +257,14 @@ func (db *DB) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Dev
 	if f.Profile != "" {
 		where = append(where, "d.profile_id = ?")
 		whereArgs = append(whereArgs, f.Profile)
+	}
+	if f.Query != "" {
+		cond, condArgs, err := searchCondition(f.Query)
+		if err != nil {
+			return "", nil, err
+		}
+		where = append(where, cond)
+		whereArgs = append(whereArgs, condArgs...)
 	}
 	statusDrives := len(f.Labels) == 0 && (f.Status == tether.PresenceOnline || f.Status == tether.PresenceStale)
 	switch f.Status {
@@ -259,7 +288,7 @@ func (db *DB) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Dev
 	case len(f.Labels) > 0:
 		keys, err := db.labelsBySelectivity(ctx, f)
 		if err != nil {
-			return nil, fmt.Errorf("list devices: %w", err)
+			return "", nil, fmt.Errorf("list devices: %w", err)
 		}
 		// The first label drives the scan: its index range is walked in
 		// device ID order, and each device found is checked for the other
@@ -286,23 +315,7 @@ func (db *DB) Devices(ctx context.Context, f tether.DeviceFilter) ([]*tether.Dev
 	and()
 	q.WriteString(" ORDER BY " + cursor + " LIMIT ?")
 	args = append(args, limit)
-	rows, err := db.read.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
-	}
-	defer rows.Close()
-	devices := []*tether.Device{}
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list devices: %w", err)
-		}
-		devices = append(devices, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
-	}
-	return devices, nil
+	return q.String(), args, nil
 }
 
 // selectivityProbe caps how many devices labelsBySelectivity counts per
