@@ -199,13 +199,20 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 }
 
 // session answers who is signed in with the cookie, and the session's
-// CSRF token, which a page reloaded after sign-in needs again.
+// CSRF token, which a page reloaded after sign-in needs again. Nobody
+// signed in is 204, not 401: asking is how the dashboard finds out, and a
+// browser logs every 401 as an error.
 func (s *Server) session(w http.ResponseWriter, r *http.Request) error {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil || c.Value == "" {
-		return tether.Errorf(tether.EUNAUTHORIZED, "not signed in; sign in with POST /api/v1/auth/login")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
 	u, sess, err := s.sv.Users.Authenticate(r.Context(), c.Value)
+	if tether.ErrorCode(err) == tether.EUNAUTHORIZED {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
