@@ -68,6 +68,15 @@ func TestDependenciesPointInward(t *testing.T) {
 		{mod + "/internal/rules/anomaly", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/rules/engine", mod + "/internal/rules/lang"}},
 		{mod + "/internal/rules/jsonfloat", []string{mod + "/internal/"}},
 		{mod + "/internal/egress", []string{mod + "/internal/"}},
+		// The dashboard's server, the simulator (a client of Tether like
+		// any other) and the GraphQL edge know none of the node's parts:
+		// GraphQL reaches the services through interfaces, and live events
+		// through the stream hub.
+		{mod + "/internal/web", []string{mod + "/internal/"}},
+		{mod + "/internal/simulate", []string{mod + "/internal/"}},
+		{mod + "/internal/graphql", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/coap", mod + "/internal/httpapi", mod + "/internal/registry", mod + "/internal/writer"}},
+		{mod + "/internal/stream", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/coap", mod + "/internal/httpapi", mod + "/internal/registry", mod + "/internal/writer"}},
+		{mod + "/internal/user", []string{mod + "/internal/store", mod + "/internal/bus", mod + "/internal/mqtt", mod + "/internal/coap", mod + "/internal/httpapi", mod + "/internal/registry"}},
 	}
 	// The device state services sit between the gateways and the store:
 	// they know neither, nor the bus (their events go out through an
