@@ -72,8 +72,8 @@ func (m *Main) printDemo(w io.Writer) {
 	if m.demo == nil {
 		return
 	}
-	fmt.Fprintf(w, "  Demo:     %d simulated devices (label demo=true) and %d example rules are running;\n"+
-		"            start without --demo (or TETHER_DEMO) for a node with no devices\n", m.demo.devices, m.demo.rules)
+	fmt.Fprintf(w, "  Demo:      %d simulated devices (label demo=true) and %d example rules are running;\n"+
+		"             start without --demo (or TETHER_DEMO) for a node with no devices\n", m.demo.devices, m.demo.rules)
 }
 
 // dialable turns a listen address into one to dial on this host: a

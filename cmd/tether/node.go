@@ -327,7 +327,9 @@ func nodeSecret(path string) ([]byte, error) {
 func (m *Main) PrintWelcome(w io.Writer) {
 	fmt.Fprintf(w, "\nTether %s is running.\n", version)
 	for _, l := range []struct{ name, scheme, addr, note string }{
+		{"Dashboard", "http", m.HTTP.Addr(), "/"},
 		{"REST API", "http", m.HTTP.Addr(), "/api/v1  (OpenAPI: /api/v1/openapi.json)"},
+		{"GraphQL", "http", m.HTTP.Addr(), "/api/graphql"},
 		{"REST API", "https", m.HTTP.TLSAddr(), "/api/v1"},
 		{"MQTT", "mqtt", m.MQTT.Addr(), ""},
 		{"MQTT", "mqtts", m.MQTT.TLSAddr(), ""},
@@ -337,10 +339,10 @@ func (m *Main) PrintWelcome(w io.Writer) {
 		{"CoAP", "coaps", m.CoAP.DTLSAddr(), "  (DTLS pre-shared keys)"},
 	} {
 		if l.addr != "" {
-			fmt.Fprintf(w, "  %-9s %s://%s%s\n", l.name+":", l.scheme, displayAddr(l.addr), l.note)
+			fmt.Fprintf(w, "  %-10s %s://%s%s\n", l.name+":", l.scheme, displayAddr(l.addr), l.note)
 		}
 	}
-	fmt.Fprintf(w, "  Data:     %s\n", m.Config.DataDir)
+	fmt.Fprintf(w, "  Data:      %s\n", m.Config.DataDir)
 	m.printDemo(w)
 	if m.AdminKey != "" {
 		fmt.Fprintf(w, "\n  Admin API key (shown only this once; it is stored hashed):\n\n    %s\n\n  Try: curl -H 'Authorization: Bearer %s' http://%s/api/v1/devices\n",
