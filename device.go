@@ -81,7 +81,6 @@ type APIKey struct {
 	Hash []byte `json:"-"`
 }
 
-
 // ValidateDeviceFields checks a device's name and labels: a name of at
 // most 256 bytes, at most 64 labels, each key a valid ID and each value at
 // most 256 bytes.
