@@ -11,7 +11,9 @@ export function seriesColor(i: number): string {
 
 /**
  * Draws data (x in Unix seconds) with one line per key. The chart is
- * recreated only when keys change; new data is drawn with setData.
+ * recreated only when keys change; new data is drawn with setData. xRange
+ * (Unix seconds) fixes the time axis to the range asked for, so that a
+ * range with few points is not stretched over years.
  */
 export function Chart({
   keys,
@@ -20,6 +22,7 @@ export function Chart({
   label,
   testId,
   empty = 'No numeric data in this range.',
+  xRange,
 }: {
   keys: string[];
   data: Aligned;
@@ -27,8 +30,11 @@ export function Chart({
   label: string;
   testId?: string;
   empty?: string;
+  xRange?: [number, number];
 }) {
   const box = useRef<HTMLDivElement>(null);
+  const range = useRef(xRange);
+  range.current = xRange;
   const plot = useRef<uPlot | null>(null);
   const keySig = keys.join('\u0000');
 
@@ -40,8 +46,10 @@ export function Chart({
       width,
       height,
       cursor: { drag: { x: true, y: false } },
-      scales: { x: { time: true } },
-      series: [{}, ...keys.map((k, i) => ({ label: k, stroke: seriesColor(i), width: 1.5, spanGaps: true, points: { show: false } }))],
+      scales: { x: { time: true, range: (_u, min, max) => range.current ?? [min, max] } },
+      // Points show by themselves where data is sparse (uPlot's default),
+      // so a range with one bucket still shows it.
+      series: [{}, ...keys.map((k, i) => ({ label: k, stroke: seriesColor(i), width: 1.5, spanGaps: true }))],
       axes: [{}, { size: 56 }],
       legend: { live: true },
     };

@@ -20,9 +20,24 @@ export function LiveChart() {
         </span>
       }
     >
-      <Chart keys={live.keys} data={live.data} label="Live telemetry" testId="live-chart" empty="Waiting for numeric telemetry…" />
+      <Chart
+        keys={live.keys}
+        data={live.data}
+        label="Live telemetry"
+        testId="live-chart"
+        empty="Waiting for numeric telemetry…"
+        xRange={liveRange(live.data)}
+      />
     </Card>
   );
+}
+
+/** The live chart's window: the five minutes up to its newest point. */
+export function liveRange(data: Aligned): [number, number] | undefined {
+  const xs = data[0] as number[];
+  if (xs.length === 0) return undefined;
+  const last = xs[xs.length - 1];
+  return [last - 300, last];
 }
 
 /** The query for a history range ending at to (epoch ms). */
@@ -41,7 +56,7 @@ export function historyQuery(device: string, rangeMs: number, to: number): strin
 
 export function History({ device }: { device: string }) {
   const [range, setRange] = useState('1h');
-  const [result, setResult] = useState<{ keys: string[]; data: Aligned; bucket?: string } | null>(null);
+  const [result, setResult] = useState<{ keys: string[]; data: Aligned; bucket?: string; xRange: [number, number] } | null>(null);
   const [loading, setLoading] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [reload, setReload] = useState(0);
@@ -50,10 +65,11 @@ export function History({ device }: { device: string }) {
     (signal: AbortSignal) => {
       const r = ranges.find((x) => x.id === range) ?? ranges[0];
       setLoading(true);
-      api<TelemetryResult>(historyQuery(device, r.ms, Date.now()), { signal })
+      const to = Date.now();
+      api<TelemetryResult>(historyQuery(device, r.ms, to), { signal })
         .then((res) => {
           const a = alignSeries(res.series);
-          setResult({ ...a, bucket: res.bucket });
+          setResult({ ...a, bucket: res.bucket, xRange: [(to - r.ms) / 1000, to / 1000] });
           setError(null);
         })
         .catch((e: unknown) => {
@@ -99,7 +115,7 @@ export function History({ device }: { device: string }) {
       <p className="muted small" aria-live="polite">
         {loading ? <Spinner small label="Loading history…" /> : b ? `Averages over ${b.name} buckets` : 'Raw points'}
       </p>
-      <Chart keys={result?.keys ?? []} data={result?.data ?? [[]]} label="Telemetry history" testId="history-chart" />
+      <Chart keys={result?.keys ?? []} data={result?.data ?? [[]]} label="Telemetry history" testId="history-chart" xRange={result?.xRange} />
     </Card>
   );
 }
