@@ -16,19 +16,45 @@ LOAD_DURATION ?= 10s
 MOSQUITTO   ?= /usr/sbin/mosquitto
 LOAD_ARGS    = -load.devices $(LOAD_DEVICES) -load.subscribers $(LOAD_SUBSCRIBERS)
 
-.PHONY: build run test vet staticcheck bench fuzz clean
+.PHONY: build run test vet staticcheck bench fuzz clean web web-test browser-test screenshots
 
-build:
+# The dashboard (web/) is built by Vite into internal/web/dist, which the
+# binary embeds; npm installs exactly what package-lock.json pins, again
+# only when the lock file changes.
+WEB_DEPS := web/node_modules/.installed
+
+$(WEB_DEPS): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web: $(WEB_DEPS)
+	cd web && npm run build
+
+build: web
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tether
 
-# Builds and starts a node with the embedded defaults (data in ./data).
+# Builds and starts a node with the embedded defaults (data in ./data) and
+# a simulated demo fleet; `./bin/tether serve` starts one without it.
 run: build
-	./$(BIN) serve
+	./$(BIN) serve --demo
 
-test: vet staticcheck
+# The Go tests, the dashboard's component tests, then the browser tests
+# against the built binary in Debian's Chromium.
+test: vet staticcheck web-test build
 	$(GO) test -race -timeout 9m ./...
 	$(GO) test -race -tags modernc ./internal/store/sqlite/
 	cd third_party/mochi-mqtt && $(GO) test -race ./...
+	$(MAKE) browser-test
+
+web-test: $(WEB_DEPS)
+	cd web && npm test
+
+browser-test:
+	TETHER_BIN=$(CURDIR)/$(BIN) scripts/browser-test.sh
+
+# Refreshes docs/screenshots from the browser tests' page-*.png.
+screenshots: build browser-test
+	for f in web/test-results/page-*.png; do cp "$$f" "docs/screenshots/$${f#web/test-results/page-}"; done
 
 vet:
 	$(GO) vet ./...
@@ -44,7 +70,9 @@ staticcheck:
 # fan-out (1,000 subscribers) at QoS 0 and 1, at an offered rate and at
 # capacity, Tether's CoAP ingest, commands end to end (API call to device
 # reply, 1,000 devices) and shadow updates; then ingest with 0, 10 and
-# 100 rules. Raw results land in $(BENCH_OUT); docs/benchmarks.md is
+# 100 rules; then the dashboard's device list over 100,000 devices, its
+# 30-day history query and live streams to 100 WebSocket clients. Raw
+# results land in $(BENCH_OUT); docs/benchmarks.md is
 # written from them. About 17 minutes.
 bench: SHELL := /bin/bash
 bench: .SHELLFLAGS := -o pipefail -c
@@ -61,6 +89,8 @@ bench:
 		-args $(LOAD_ARGS) -load.duration $(LOAD_DURATION) | tee $(BENCH_OUT)/side-by-side.txt
 	$(GO) test -run '^$$' -bench 'Rules' -benchtime 1x -count 1 -timeout 30m ./cmd/tether/ \
 		-args $(LOAD_ARGS) -load.duration $(LOAD_DURATION) | tee $(BENCH_OUT)/rules.txt
+	$(GO) test -run '^$$' -bench 'Dashboard|Stream' -benchtime 1x -count 1 -timeout 30m ./cmd/tether/ \
+		-args $(LOAD_ARGS) -load.duration $(LOAD_DURATION) | tee $(BENCH_OUT)/dashboard.txt
 
 # A short run of every fuzzer; the seed corpora under testdata/fuzz run
 # with every plain `go test`.
@@ -75,4 +105,5 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzProfile -fuzztime 30s ./internal/profile/
 
 clean:
-	rm -rf bin out
+	rm -rf bin out web/test-results
+	find internal/web/dist -mindepth 1 ! -name .gitkeep -delete

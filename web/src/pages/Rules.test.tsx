@@ -251,6 +251,31 @@ describe('RulesPage', () => {
     ]);
   });
 
+  it('keeps sample inputs typed while the automatic fill was on its way', async () => {
+    let release: () => void = () => {};
+    const latest = new Promise<void>((r) => {
+      release = r;
+    });
+    let asked = false;
+    routeFetch({
+      ...baseRoutes(),
+      'GET /api/v1/devices/fridge-1/latest': async () => {
+        asked = true;
+        await latest;
+        return json(200, { device: 'fridge-1', values: [{ key: 'temperature', ts: '2025-01-02T10:00:00Z', value: 4 }] });
+      },
+    });
+    renderAt('/rules/r1');
+    const inputs = (await screen.findByLabelText('Sample inputs (JSON array)')) as HTMLTextAreaElement;
+    // The fill is on its way when the user types.
+    await waitFor(() => expect(asked).toBe(true));
+    const typed = '[{"device": "fridge-2", "values": {"temperature": 12}}]';
+    fireEvent.change(inputs, { target: { value: typed } });
+    release();
+    await waitFor(() => expect(screen.getByTestId('rule-dry-run')).toHaveProperty('disabled', false));
+    expect((screen.getByLabelText('Sample inputs (JSON array)') as HTMLTextAreaElement).value).toBe(typed);
+  });
+
   it('shows the server’s refusal of a dry run', async () => {
     routeFetch({
       ...baseRoutes(),

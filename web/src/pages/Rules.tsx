@@ -694,6 +694,10 @@ function DryRunCard({
   const [device, setDevice] = useState('');
   const [inputs, setInputs] = useState(() => sampleInputs('my-device', { temperature: 31.5 }));
   const [touched, setTouched] = useState(false);
+  // touchedNow is touched as the automatic fill sees it when its answer
+  // arrives: what the user typed meanwhile wins.
+  const touchedNow = useRef(false);
+  touchedNow.current = touched;
   const [inputsError, setInputsError] = useState('');
   const [filling, setFilling] = useState(false);
   // preparing holds the dry run back until the sample inputs are filled
@@ -706,12 +710,13 @@ function DryRunCard({
   const [to, setTo] = useState(() => toLocalInput(new Date()));
   const [btError, setBtError] = useState('');
 
-  const fill = useCallback(async (d: string) => {
+  const fill = useCallback(async (d: string, auto = false) => {
     if (!d) return;
     setFilling(true);
     setFillError(null);
     try {
       const l = await api<{ values: Latest[] | null }>(`/api/v1/devices/${encodeURIComponent(d)}/latest`);
+      if (auto && touchedNow.current) return;
       const vals = latestValues(l.values ?? []);
       setInputs(sampleInputs(d, Object.keys(vals).length ? vals : { temperature: 31.5 }));
       setInputsError('');
@@ -750,7 +755,7 @@ function DryRunCard({
 
   const firstDevice = devices[0]?.id;
   useEffect(() => {
-    if (firstDevice && !touched) void fill(firstDevice);
+    if (firstDevice && !touched) void fill(firstDevice, true);
     else if (firstDevice) setPreparing(false);
     // Only the first load fills on its own; afterwards the button does.
   }, [firstDevice]);
