@@ -485,6 +485,10 @@ browserTest('every page renders without errors', async (page) => {
   for (const [name, to, ready] of pages) {
     await signedIn(page, to);
     await byTestId(page, ready).first().waitFor();
+    if (name === 'overview') {
+      // The rate needs two reads of the counters, seconds apart.
+      await page.waitForFunction(() => /\d/.test(document.querySelector('[data-testid="fleet-rate"]')?.textContent ?? ''));
+    }
     if (name === 'device') {
       // Let the live chart gather a few seconds of points.
       await page.waitForFunction(() => Number(document.querySelector('[data-testid="live-chart"]')?.getAttribute('data-points')) >= 3);

@@ -23,7 +23,7 @@ describe('OverviewPage', () => {
     let t = Date.parse('2024-01-01T00:00:00Z');
     const f = routeFetch(
       on('GET', '/api/v1/fleet', () => {
-        const body = { devices: { total: 10, online: 6, stale: 1, offline: 3 }, alerts: { active: 2, acknowledged: 0 }, messages: { received, points: received * 2 }, time: new Date(t).toISOString() };
+        const body = { devices: { total: 10, online: 6, stale: 1, offline: 3 }, alerts: { active: 2, acknowledged: 1 }, messages: { received, points: received * 2 }, time: new Date(t).toISOString() };
         received += 50;
         t += 2000;
         return json(body);
@@ -41,12 +41,12 @@ describe('OverviewPage', () => {
     await waitFor(() => expect(screen.getByTestId('fleet-online')).toHaveTextContent('6'));
     expect(screen.getByTestId('fleet-stale')).toHaveTextContent('1');
     expect(screen.getByTestId('fleet-offline')).toHaveTextContent('3');
-    expect(screen.getByTestId('fleet-alerts')).toHaveTextContent('2');
+    expect(screen.getByTestId('fleet-alerts')).toHaveTextContent('3');
     expect(screen.getByTestId('fleet-rate')).toHaveTextContent('—');
-    const items = within(screen.getByRole('region', { name: 'Latest active alerts' })).getAllByRole('listitem');
+    const items = within(screen.getByRole('region', { name: 'Latest open alerts' })).getAllByRole('listitem');
     expect(items[0]).toHaveTextContent('too_warm on fridge-2');
     expect(items[1]).toHaveTextContent('door_open on fridge-1');
-    expect(f.calls.find((c) => c.url.pathname === '/api/v1/alerts')?.url.searchParams.get('status')).toBe('active');
+    expect(f.calls.find((c) => c.url.pathname === '/api/v1/alerts')?.url.searchParams.get('status')).toBe('open');
 
     await act(() => vi.advanceTimersByTimeAsync(2100));
     await waitFor(() => expect(screen.getByTestId('fleet-rate')).toHaveTextContent('25.0'));
@@ -59,7 +59,7 @@ describe('OverviewPage', () => {
       on('GET', '/api/v1/alerts', () => json({ alerts: [] })),
     );
     renderPage(<OverviewPage />);
-    expect(await screen.findByText('No active alerts.')).toBeInTheDocument();
+    expect(await screen.findByText('No open alerts.')).toBeInTheDocument();
     expect(screen.getByTestId('fleet-online')).toHaveTextContent('—');
     expect(screen.getByTestId('fleet-alerts')).toHaveTextContent('0');
     expect(screen.queryByRole('alert')).toBeNull();

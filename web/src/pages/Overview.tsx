@@ -45,7 +45,7 @@ export function OverviewPage() {
         try {
           const f = await api<Fleet>('/api/v1/fleet');
           return {
-            counts: { ...f.devices, alerts: f.alerts.active },
+            counts: { ...f.devices, alerts: f.alerts.active + (f.alerts.acknowledged ?? 0) },
             n: f.messages.received,
             t: Date.parse(f.time) || Date.now(),
           };
@@ -63,7 +63,7 @@ export function OverviewPage() {
       try {
         const [c, a] = await Promise.all([
           readCounts(),
-          api<AlertList>('/api/v1/alerts?status=active&limit=100').catch((e: unknown) => {
+          api<AlertList>('/api/v1/alerts?status=open&limit=100').catch((e: unknown) => {
             if (e instanceof ApiError && e.status === 503) return { alerts: [] } as AlertList;
             throw e;
           }),
@@ -118,9 +118,9 @@ export function OverviewPage() {
           {counts.total.toLocaleString()} devices in total. <Link to="/devices">All devices</Link>
         </p>
       ) : null}
-      <Card title="Latest active alerts" actions={<Link to="/alerts">All alerts</Link>}>
+      <Card title="Latest open alerts" actions={<Link to="/alerts">All alerts</Link>}>
         {alerts === null ? null : alerts.length === 0 ? (
-          <p className="muted">No active alerts.</p>
+          <p className="muted">No open alerts.</p>
         ) : (
           <ul className="alert-list">
             {alerts.map((a) => (
