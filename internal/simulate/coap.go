@@ -70,8 +70,8 @@ func dialCoAP(ctx context.Context, addr string, d Device, log *slog.Logger) (*co
 		decode func([]byte) (incoming, error)
 	}{
 		{"/shadow", func(b []byte) (incoming, error) {
-			d, err := decodeShadowDesired(b)
-			return incoming{desired: d}, err
+			d, r, err := decodeShadow(b)
+			return incoming{desired: d, reported: r}, err
 		}},
 		{"/commands", func(b []byte) (incoming, error) {
 			c, err := decodeCommand(b)
@@ -105,7 +105,7 @@ func (l *coapLink) notified(path string, m *pool.Message, decode func([]byte) (i
 		l.log.Warn("simulated device got a notification it cannot read", "path", path, "err", err)
 		return
 	}
-	if in.command == nil && len(in.desired) == 0 {
+	if in.command == nil && len(in.desired) == 0 && in.reported == nil {
 		return
 	}
 	select {
@@ -168,6 +168,10 @@ func (l *coapLink) reply(ctx context.Context, id string, r tether.CommandReply) 
 	}
 	return err
 }
+
+// sync does nothing: the observation of /shadow notifies every change,
+// and the session renewal (every coapRenew) reads the shadow again.
+func (l *coapLink) sync(context.Context) error { return nil }
 
 func (l *coapLink) incoming() <-chan incoming { return l.in }
 func (l *coapLink) done() <-chan struct{}     { return l.lost }

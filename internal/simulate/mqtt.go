@@ -89,11 +89,25 @@ func dialMQTT(ctx context.Context, addr string, d Device, log *slog.Logger) (*mq
 		return nil, fmt.Errorf("MQTT subscribe: %w", err)
 	}
 	// The answer brings the desired state, maybe set while the device was away.
-	if _, err := l.cli.Publish(ctx, &paho.Publish{Topic: l.base + "shadow/get", QoS: 1, Payload: []byte("{}")}); err != nil {
+	if err := l.sync(ctx); err != nil {
 		l.close()
-		return nil, fmt.Errorf("MQTT shadow get: %w", err)
+		return nil, err
 	}
 	return l, nil
+}
+
+// sync asks for the device's shadow; the answer comes on
+// shadow/get/accepted, as an incoming with the desired and reported
+// states.
+func (l *mqttLink) sync(ctx context.Context) error {
+	refused, err := l.publish(ctx, l.base+"shadow/get", []byte("{}"))
+	if err != nil {
+		return fmt.Errorf("MQTT shadow get: %w", err)
+	}
+	if refused != "" {
+		l.log.Debug("simulated shadow get refused", "reason", refused)
+	}
+	return nil
 }
 
 // received takes a message from the node (on paho's goroutine) and hands
@@ -116,11 +130,11 @@ func (l *mqttLink) received(pr paho.PublishReceived) (bool, error) {
 		}
 	case rest == "shadow/delta":
 		in.desired, err = decodeDelta(pr.Packet.Payload)
+		in.delta = true
 	case rest == "shadow/get/accepted":
-		in.desired, err = decodeShadowDesired(pr.Packet.Payload)
-		if len(in.desired) == 0 {
-			return true, nil
-		}
+		// Even with no desired state: its reported state tells the device
+		// whether its last report was stored.
+		in.desired, in.reported, err = decodeShadow(pr.Packet.Payload)
 	default:
 		return false, nil
 	}

@@ -35,6 +35,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait before a reconnection,
 	// which doubles after each failure; default 500 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// ShadowSync is how often an MQTT device reads its shadow again, to
+	// catch up with a delta or a report lost on the way; default 10 s.
+	ShadowSync time.Duration
 	// ConnectPace spaces the devices' first connections, so that a large
 	// fleet stays under the node's connect rate per address; default
 	// 60 ms (16 a second).
@@ -72,6 +75,9 @@ func NewRunner(devices []Device, o Options) (*Runner, error) {
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	if o.ShadowSync <= 0 {
+		o.ShadowSync = shadowSync
 	}
 	if o.ConnectPace <= 0 {
 		o.ConnectPace = 60 * time.Millisecond
@@ -190,6 +196,10 @@ type link interface {
 	telemetry(ctx context.Context, payload []byte) (refused string, err error)
 	report(ctx context.Context, reported map[string]any) error
 	reply(ctx context.Context, id string, r tether.CommandReply) error
+	// sync asks for the device's shadow, which comes as an incoming with
+	// its desired and reported states (or, for a link that is told of
+	// every change anyway, does nothing).
+	sync(ctx context.Context) error
 	// incoming carries the commands and desired states the node sends.
 	incoming() <-chan incoming
 	// done is closed when the connection is lost (or, for CoAP, due for
@@ -203,7 +213,22 @@ type link interface {
 type incoming struct {
 	command *command
 	desired map[string]any
+	// delta is set for a shadow delta: the node holds a reported state
+	// that differs from the desired one.
+	delta bool
+	// reported is the reported state the node holds, when the message
+	// is a whole shadow.
+	reported map[string]any
 }
+
+// shadowSync is how often an MQTT device reads its shadow again besides
+// the deltas, at most: the node sends a delta once, when the desired
+// state changes (and not at all if the shadow event is lost, which it
+// only logs), and acknowledges a report it then rejects (the answer goes
+// to shadow/update/rejected, which the device does not read), so a lost
+// delta or report would otherwise leave the shadow's reported state
+// behind until the device reconnects.
+const shadowSync = 10 * time.Second
 
 // requestTimeout bounds one publish or request.
 const requestTimeout = 10 * time.Second
@@ -253,6 +278,9 @@ func (r *Runner) session(ctx context.Context, m Model, rng *rand.Rand, l link, l
 	}
 	tick := time.NewTicker(r.o.Interval)
 	defer tick.Stop()
+	// Jittered, so that a fleet's reads spread out.
+	resync := time.NewTicker(r.o.ShadowSync - time.Duration(rand.Int64N(int64(r.o.ShadowSync)/4+1)))
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -265,6 +293,13 @@ func (r *Runner) session(ctx context.Context, m Model, rng *rand.Rand, l link, l
 			}
 		case <-tick.C:
 			if err := send(); err != nil {
+				return err
+			}
+		case <-resync.C:
+			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+			err := l.sync(rctx)
+			cancel()
+			if err != nil {
 				return err
 			}
 		}
@@ -297,10 +332,27 @@ func (r *Runner) handle(ctx context.Context, m Model, l link, in incoming, log *
 	if len(in.desired) > 0 {
 		m.Desire(in.desired)
 	}
-	if after := m.Reported(); !sameJSON(before, after) {
+	// Report a change; and, even with none, what the node holds if it is
+	// behind: a delta means that the node's reported state differs from
+	// the desired one (the device may have followed it already, its
+	// report lost), and a whole shadow shows the node's reported state.
+	after := m.Reported()
+	if !sameJSON(before, after) || in.delta || (in.reported != nil && !holds(in.reported, after)) {
 		return r.report(ctx, l, after)
 	}
 	return nil
+}
+
+// holds reports whether the node's reported state has every field of the
+// device's.
+func holds(node, device map[string]any) bool {
+	for k, v := range device {
+		nv, ok := node[k]
+		if !ok || !sameJSON(nv, v) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Runner) report(ctx context.Context, l link, reported map[string]any) error {

@@ -46,13 +46,25 @@ func decodeDelta(b []byte) (map[string]any, error) {
 // delta: the delta is against what it reported last, which after a
 // restart may not be what it is now.
 func decodeShadowDesired(b []byte) (map[string]any, error) {
+	desired, _, err := decodeShadow(b)
+	return desired, err
+}
+
+// decodeShadow reads a whole shadow and returns its desired and reported
+// states; reported is never nil (a shadow with no reported state yet has
+// an empty one), so that the device can tell that it must report.
+func decodeShadow(b []byte) (desired, reported map[string]any, err error) {
 	var sh struct {
 		State struct {
-			Desired map[string]any `json:"desired"`
+			Desired  map[string]any `json:"desired"`
+			Reported map[string]any `json:"reported"`
 		} `json:"state"`
 	}
 	if err := json.Unmarshal(b, &sh); err != nil {
-		return nil, fmt.Errorf("shadow: %w", err)
+		return nil, nil, fmt.Errorf("shadow: %w", err)
 	}
-	return sh.State.Desired, nil
+	if sh.State.Reported == nil {
+		sh.State.Reported = map[string]any{}
+	}
+	return sh.State.Desired, sh.State.Reported, nil
 }
