@@ -396,27 +396,79 @@ func telemetrySQL(q tether.TelemetryQuery) (string, error) {
 	case q.Bucket == 0:
 		return "", tether.Errorf(tether.EINVALID, "aggregation %q needs a bucket", q.Agg)
 	}
-	// floor(ts / b) * b, also for times before 1970 (% truncates toward
-	// zero). The width is an integer, so formatting it in is safe.
-	b := int64(q.Bucket)
-	bucket := fmt.Sprintf("(ts - (((ts %% %d) + %d) %% %d))", b, b, b)
-	var sel, filter string
-	switch q.Agg {
-	case "avg", "min", "max", "sum":
-		sel = q.Agg + "(num)"
+	return bucketsSQL(q.Agg, int64(q.Bucket)), nil
+}
+
+// bucketOf is the SQL expression of the start of the bucket of width b
+// that holds time ts: floor(ts / b) * b, also for times before 1970 (%
+// truncates toward zero). The width is an integer, so formatting it in is
+// safe.
+func bucketOf(ts string, b int64) string {
+	return fmt.Sprintf("(%[1]s - (((%[1]s %% %[2]d) + %[2]d) %% %[2]d))", ts, b)
+}
+
+// bucketsSQL returns the query of one series' buckets of width b for
+// agg, with the parameters of telemetrySQL (as ?1 to ?4). Its rows are a
+// bucket's start and its aggregate, or for first and last the start and
+// the point's ts, kind, num and str.
+//
+// It walks the primary key from bucket to bucket rather than grouping by
+// the bucket: SQLite cannot know that the bucket grows with ts, so a
+// GROUP BY sorts every point of the range in a temporary B-tree first,
+// which for 30 days of 1 s points in 1 h buckets cost five times as long
+// as reading them in key order. A recursive CTE finds each bucket's first
+// point, one search of the key each: the first point of the range, then
+// the first at or after the end of the previous one's bucket, so that
+// buckets without points cost nothing. The outer query aggregates each
+// bucket by a search of the key range from its first point to its end (or
+// the end of the range, whichever is first); first and last read one
+// point each. Every point is read once, in key order, and none is sorted.
+//
+// With fewer than about ten points per bucket the walk costs more than
+// the sort: two searches of the key per bucket rather than a sorted row
+// per point, at one point per bucket two to four times as much (720
+// buckets: 1.0 against 0.45 ms with mattn, 3.3 against 0.85 ms with
+// modernc; see BenchmarkBuckets). That is a few milliseconds at most,
+// while the sort's cost grows with the points of the range whatever the
+// limit. Which one wins depends on the points per bucket, which neither
+// the range nor the number of buckets tells, so the query does not choose
+// between them.
+//
+// Each row of the CTE but a last NULL is a bucket that GROUP BY would
+// make (for avg, min, max and sum, one with a point that is not a string,
+// as only those pass their filter), in time order, so its LIMIT stops the
+// walk at the limit. The CTE is a co-routine that the outer query reads
+// in that order; CROSS JOIN keeps it the outer loop of first and last,
+// which the planner would otherwise make an automatic index of.
+func bucketsSQL(agg string, b int64) string {
+	var filter string
+	if agg == "avg" || agg == "min" || agg == "max" || agg == "sum" {
 		filter = fmt.Sprintf(" AND kind <> %d", tether.KindString)
+	}
+	bucket := bucketOf("w.first", b)
+	// When the bucket's start plus b overflows, SQLite makes the sum a
+	// REAL above every integer: the walk ends and min picks ?3.
+	next := fmt.Sprintf("%s + %d", bucket, b)
+	end := "min(" + next + ", ?3)"
+	cte := "WITH RECURSIVE w(first) AS (" +
+		"SELECT (SELECT ts FROM telemetry WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3" + filter + " ORDER BY ts LIMIT 1)" +
+		" UNION ALL SELECT (SELECT ts FROM telemetry WHERE series_id = ?1 AND ts >= " + next + " AND ts < ?3" + filter +
+		" ORDER BY ts LIMIT 1) FROM w WHERE w.first IS NOT NULL LIMIT ?4) "
+	var sel string
+	switch agg {
+	case "avg", "min", "max", "sum":
+		sel = agg + "(num)"
 	case "count":
 		sel = "count(*)"
 	case "first":
-		// SQLite takes the bare columns of a row with min() or max() from
-		// the row that has the minimum or maximum; PostgreSQL needs
-		// DISTINCT ON or a window function instead.
-		sel = "min(ts), kind, num, str"
+		return cte + "SELECT " + bucket + ", p.ts, p.kind, p.num, p.str FROM w CROSS JOIN telemetry p" +
+			" ON p.series_id = ?1 AND p.ts = w.first"
 	case "last":
-		sel = "max(ts), kind, num, str"
+		return cte + "SELECT " + bucket + ", p.ts, p.kind, p.num, p.str FROM w CROSS JOIN telemetry p" +
+			" ON p.series_id = ?1 AND p.ts = (SELECT ts FROM telemetry WHERE series_id = ?1 AND ts < " + end + " ORDER BY ts DESC LIMIT 1)"
 	}
-	return "SELECT " + bucket + " AS bucket, " + sel + " FROM telemetry " + where + filter +
-		" GROUP BY bucket ORDER BY bucket LIMIT ?", nil
+	return cte + "SELECT " + bucket + ", (SELECT " + sel + " FROM telemetry WHERE series_id = ?1 AND ts >= w.first AND ts < " + end + filter +
+		") FROM w WHERE w.first IS NOT NULL"
 }
 
 // querySamples runs a telemetrySQL query for one series.
