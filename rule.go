@@ -115,5 +115,15 @@ type Alert struct {
 	ClearedBy      string         `json:"cleared_by,omitempty"`
 }
 
+// AlertFilter selects alerts to list. Status is one of the alert
+// statuses, "open" (any but cleared) or "" (any); After is the cursor, the
+// ID of the last alert of the previous page (alerts are listed newest
+// first).
+type AlertFilter struct {
+	Status, DeviceID, RuleID string
+	After                    string
+	Limit                    int
+}
+
 // EventAlert is the bus event kind of alert changes.
 const EventAlert = "alert"

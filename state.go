@@ -208,6 +208,34 @@ type CommandTransition struct {
 	At     time.Time `json:"at"`
 }
 
+// CommandRequest is a command to send, as the command service takes it
+// from the APIs and from rules.
+type CommandRequest struct {
+	Name   string
+	Params json.RawMessage
+	// OneWay commands expect no reply: delivered is success.
+	OneWay bool
+	// Timeout and TTL of 0 take the service's defaults.
+	Timeout, TTL time.Duration
+	// IdempotencyKey makes a repeated request (with the same key, to the
+	// same device) return the first command instead of sending again.
+	IdempotencyKey string
+	// Source is who sends it: "api:<key id>", "user:<id>", "rule:<id>".
+	Source string
+	// Role is the sender's role, checked against the command's roles.
+	Role string
+}
+
+// CommandFilter selects commands of a device to list.
+type CommandFilter struct {
+	// Status, if set, selects one status.
+	Status string
+	// After is the cursor: only commands with a greater Seq.
+	After int64
+	// Limit is the page size; the store caps it.
+	Limit int
+}
+
 // CommandReply is what a device answers to a command.
 type CommandReply struct {
 	// Status is succeeded (the default) or failed.

@@ -5,7 +5,6 @@ import (
 	"net/http"
 
 	"github.com/tether-iot/tether"
-	"github.com/tether-iot/tether/internal/command"
 	"github.com/tether-iot/tether/internal/graphql"
 )
 
@@ -21,7 +20,7 @@ func (m *Main) mountGraphQL(mount map[string]http.Handler) (map[string]http.Hand
 		Telemetry: m.DB,
 		Shadows:   sv.Shadows,
 		Presence:  sv.Presence,
-		Commands:  graphqlCommands{sv.Commands},
+		Commands:  sv.Commands,
 		Profiles:  sv.Profiles,
 		Authenticate: func(r *http.Request) (*tether.Principal, error) {
 			return m.HTTP.Authenticate(r)
@@ -59,16 +58,4 @@ func (m *Main) closeGraphQL(ctx context.Context) error {
 		return nil
 	}
 	return m.graphQL.Close(ctx)
-}
-
-// graphqlCommands adapts the command service to the GraphQL API, whose
-// request and filter have the service's fields.
-type graphqlCommands struct{ *command.Service }
-
-func (c graphqlCommands) Send(ctx context.Context, tenant, device string, r graphql.CommandRequest) (*tether.Command, bool, error) {
-	return c.Service.Send(ctx, tenant, device, command.Request(r))
-}
-
-func (c graphqlCommands) List(ctx context.Context, tenant, device string, f graphql.CommandFilter) ([]*tether.Command, error) {
-	return c.Service.List(ctx, tenant, device, command.Filter(f))
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/alert"
 	"github.com/tether-iot/tether/internal/bus"
-	"github.com/tether-iot/tether/internal/command"
 	"github.com/tether-iot/tether/internal/httpapi"
 	"github.com/tether-iot/tether/internal/rules"
 	"github.com/tether-iot/tether/internal/rules/action"
@@ -234,7 +233,7 @@ func (m *Main) storeDerived(ctx context.Context, tenant, deviceID string, t time
 // delivery sends the command once.
 func (s *services) ruleCommand(ctx context.Context, tenant, deviceID, name string, params json.RawMessage, source string) error {
 	key, _ := action.DeliveryID(ctx)
-	_, _, err := s.Commands.Send(ctx, tenant, deviceID, command.Request{
+	_, _, err := s.Commands.Send(ctx, tenant, deviceID, tether.CommandRequest{
 		Name: name, Params: params, Source: source, Role: tether.RoleAdmin, IdempotencyKey: key,
 	})
 	return err

@@ -97,7 +97,7 @@ func (s *services) httpServices(m *Main) httpapi.Services {
 	return httpapi.Services{
 		Profiles:   s.Profiles,
 		Shadows:    s.Shadows,
-		Commands:   commandsAPI{s.Commands},
+		Commands:   s.Commands,
 		Presence:   s.Presence,
 		Quarantine: quarantineAPI{db},
 		Provision:  provisionAPI{s.Provision},
@@ -126,16 +126,6 @@ func (m *Main) onEvent(tenant, kind, device string, data []byte) {
 	if rt := m.services.ruleRuntime; rt != nil {
 		rt.event(tenant, kind, device, data)
 	}
-}
-
-type commandsAPI struct{ *command.Service }
-
-func (c commandsAPI) Send(ctx context.Context, tenant, device string, r httpapi.CommandRequest) (*tether.Command, bool, error) {
-	return c.Service.Send(ctx, tenant, device, command.Request(r))
-}
-
-func (c commandsAPI) List(ctx context.Context, tenant, device string, f httpapi.CommandFilter) ([]*tether.Command, error) {
-	return c.Service.List(ctx, tenant, device, command.Filter(f))
 }
 
 type quarantineAPI struct{ *sqlite.DB }

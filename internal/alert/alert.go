@@ -67,15 +67,6 @@ type Channel = struct {
 	RatePerMinute                         int
 }
 
-// Filter selects alerts to list. Status is one of the alert statuses,
-// "open" (any but cleared) or "" (any); After is the cursor, the ID of
-// the last alert of the previous page (alerts are listed newest first).
-type Filter = struct {
-	Status, DeviceID, RuleID string
-	After                    string
-	Limit                    int
-}
-
 // Store keeps alerts, their identities' pending conditions and the
 // notification channels. Every method is one transaction.
 type Store interface {
@@ -423,7 +414,7 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (*tether.Alert, er
 }
 
 // List returns a page of the tenant's alerts, newest first.
-func (s *Service) List(ctx context.Context, tenant string, f Filter) ([]*tether.Alert, error) {
+func (s *Service) List(ctx context.Context, tenant string, f tether.AlertFilter) ([]*tether.Alert, error) {
 	switch f.Status {
 	case "", "open", tether.AlertActive, tether.AlertAcknowledged, tether.AlertCleared:
 	default:

@@ -139,7 +139,7 @@ func (h *harness) signal(t *testing.T, device string, a tether.RuleAction, met b
 	return al
 }
 
-func (h *harness) alerts(t *testing.T, tenant string, f alert.Filter) []*tether.Alert {
+func (h *harness) alerts(t *testing.T, tenant string, f tether.AlertFilter) []*tether.Alert {
 	t.Helper()
 	as, err := h.svc.List(context.Background(), tenant, f)
 	if err != nil {
@@ -187,7 +187,7 @@ func TestSignal(t *testing.T) {
 				}
 				h.signal(t, "d1", a, met, at(sig), map[string]any{"temp": 90})
 			}
-			as := h.alerts(t, tenantA, alert.Filter{})
+			as := h.alerts(t, tenantA, tether.AlertFilter{})
 			if len(as) != 1 {
 				t.Fatalf("%d alerts, want 1: %+v", len(as), as)
 			}
@@ -306,10 +306,10 @@ func TestSignal(t *testing.T) {
 		if re == nil || re.ID == al.ID || re.Status != tether.AlertActive || re.Count != 1 {
 			t.Fatalf("signal after a clear = %+v; want a new active alert", re)
 		}
-		if open := h.alerts(t, tenantA, alert.Filter{Status: "open"}); len(open) != 1 || open[0].ID != re.ID {
+		if open := h.alerts(t, tenantA, tether.AlertFilter{Status: "open"}); len(open) != 1 || open[0].ID != re.ID {
 			t.Errorf("open alerts %+v, want only the new one", open)
 		}
-		if all := h.alerts(t, tenantA, alert.Filter{}); len(all) != 2 || all[0].ID != re.ID || all[1].ID != al.ID {
+		if all := h.alerts(t, tenantA, tether.AlertFilter{}); len(all) != 2 || all[0].ID != re.ID || all[1].ID != al.ID {
 			t.Errorf("all alerts %+v, want the new one, then the cleared one", all)
 		}
 		if got := h.bus.statuses(); len(got) != 4 {
@@ -351,7 +351,7 @@ func TestSignal(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Fatalf("Sweep = %d, %v; want one raised", n, err)
 		}
-		as := h.alerts(t, tenantA, alert.Filter{Status: tether.AlertActive})
+		as := h.alerts(t, tenantA, tether.AlertFilter{Status: tether.AlertActive})
 		if len(as) != 1 || !as[0].RaisedAt.Equal(at(time.Minute)) || as[0].Values["temp"] != 95.0 {
 			t.Fatalf("alerts %+v; want one raised at 1m with the values", as)
 		}
@@ -377,24 +377,24 @@ func TestSignal(t *testing.T) {
 		if _, err := h.svc.Acknowledge(ctx, tenantA, ids[1], "me"); err != nil {
 			t.Fatal(err)
 		}
-		page := h.alerts(t, tenantA, alert.Filter{Limit: 2})
+		page := h.alerts(t, tenantA, tether.AlertFilter{Limit: 2})
 		if len(page) != 2 || page[0].ID != ids[3] || page[1].ID != ids[2] {
 			t.Fatalf("first page %v", page)
 		}
-		page = h.alerts(t, tenantA, alert.Filter{Limit: 2, After: page[1].ID})
+		page = h.alerts(t, tenantA, tether.AlertFilter{Limit: 2, After: page[1].ID})
 		if len(page) != 2 || page[0].ID != ids[1] || page[1].ID != ids[0] {
 			t.Fatalf("second page %v", page)
 		}
-		if as := h.alerts(t, tenantA, alert.Filter{Status: tether.AlertAcknowledged}); len(as) != 1 || as[0].ID != ids[1] {
+		if as := h.alerts(t, tenantA, tether.AlertFilter{Status: tether.AlertAcknowledged}); len(as) != 1 || as[0].ID != ids[1] {
 			t.Errorf("acknowledged: %v", as)
 		}
-		if as := h.alerts(t, tenantA, alert.Filter{DeviceID: "d3"}); len(as) != 1 || as[0].ID != ids[2] {
+		if as := h.alerts(t, tenantA, tether.AlertFilter{DeviceID: "d3"}); len(as) != 1 || as[0].ID != ids[2] {
 			t.Errorf("device d3: %v", as)
 		}
-		if as := h.alerts(t, tenantA, alert.Filter{RuleID: "r2"}); len(as) != 0 {
+		if as := h.alerts(t, tenantA, tether.AlertFilter{RuleID: "r2"}); len(as) != 0 {
 			t.Errorf("rule r2: %v", as)
 		}
-		_, err := h.svc.List(ctx, tenantA, alert.Filter{Status: "bogus"})
+		_, err := h.svc.List(ctx, tenantA, tether.AlertFilter{Status: "bogus"})
 		wantCode(t, err, tether.EINVALID)
 	})
 
@@ -409,7 +409,7 @@ func TestSignal(t *testing.T) {
 		wantCode(t, err, tether.ENOTFOUND)
 		_, err = h.svc.Clear(ctx, tenantB, al.ID, "x")
 		wantCode(t, err, tether.ENOTFOUND)
-		if as := h.alerts(t, tenantB, alert.Filter{}); len(as) != 0 {
+		if as := h.alerts(t, tenantB, tether.AlertFilter{}); len(as) != 0 {
 			t.Errorf("tenant B lists %v", as)
 		}
 		// The same identity in another tenant is another alert.

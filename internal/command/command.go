@@ -128,32 +128,6 @@ const (
 	lockStripes = 1024
 )
 
-// Request is a command to send.
-type Request struct {
-	Name   string
-	Params json.RawMessage
-	OneWay bool
-	// Timeout and TTL of 0 take the service's defaults.
-	Timeout, TTL time.Duration
-	// IdempotencyKey makes a repeated request (with the same key, to the
-	// same device) return the first command instead of sending again.
-	IdempotencyKey string
-	// Source is who sends it: "api:<key id>", "rule:<id>".
-	Source string
-	// Role is the sender's role, checked against the command's roles.
-	Role string
-}
-
-// Filter selects commands of a device to list.
-type Filter struct {
-	// Status, if set, selects one status.
-	Status string
-	// After is the cursor: commands with a greater seq.
-	After int64
-	// Limit is the page size; the store caps it.
-	Limit int
-}
-
 // Service sends commands and follows them to the end.
 type Service struct {
 	store    Store
@@ -229,7 +203,7 @@ func New(st Store, devices Devices, profiles Profiles, events Events, o Options)
 // A command that fails a check is stored as rejected, with the reason,
 // and returned together with the coded error. One that passes is queued,
 // or awaiting confirmation if its definition asks for it.
-func (s *Service) Send(ctx context.Context, tenant, deviceID string, r Request) (cmd *tether.Command, created bool, err error) {
+func (s *Service) Send(ctx context.Context, tenant, deviceID string, r tether.CommandRequest) (cmd *tether.Command, created bool, err error) {
 	if err := checkRequest(r); err != nil {
 		return nil, false, err
 	}
@@ -373,7 +347,7 @@ func (s *Service) admit(g Guard, c *tether.Command, def tether.CommandDef) (*tet
 
 // checkRequest refuses a malformed request, which is not a guardrail's
 // refusal and is not stored.
-func checkRequest(r Request) error {
+func checkRequest(r tether.CommandRequest) error {
 	switch {
 	case !tether.ValidID(r.Name):
 		return tether.Errorf(tether.EINVALID, "command name %q must be 1 to 64 letters, digits, '-' or '_'", truncate(r.Name))
@@ -422,7 +396,7 @@ func (s *Service) Get(ctx context.Context, tenant, deviceID, id string) (*tether
 
 // List returns a page of a device's commands in seq order. It returns an
 // ENOTFOUND error if the device does not exist.
-func (s *Service) List(ctx context.Context, tenant, deviceID string, f Filter) ([]*tether.Command, error) {
+func (s *Service) List(ctx context.Context, tenant, deviceID string, f tether.CommandFilter) ([]*tether.Command, error) {
 	switch f.Status {
 	case "", tether.CommandAwaitingConfirmation, tether.CommandQueued, tether.CommandSent, tether.CommandDelivered,
 		tether.CommandSucceeded, tether.CommandFailed, tether.CommandExpired, tether.CommandRejected:

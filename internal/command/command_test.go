@@ -173,7 +173,7 @@ func (e *env) restart() {
 }
 
 // send sends a command that must be accepted.
-func (e *env) send(device string, r command.Request) *tether.Command {
+func (e *env) send(device string, r tether.CommandRequest) *tether.Command {
 	e.t.Helper()
 	if r.Role == "" {
 		r.Role = tether.RoleAdmin
@@ -225,29 +225,29 @@ func TestSendGuardrails(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name    string
-		prior   []command.Request // sent first, all accepted
-		req     command.Request
+		prior   []tether.CommandRequest // sent first, all accepted
+		req     tether.CommandRequest
 		code    string
 		reason  string
 		options command.Options
 	}{
 		{name: "refuses a command the profile does not define",
-			req: command.Request{Name: "launch", Role: tether.RoleAdmin}, code: tether.EINVALID, reason: `unknown command "launch"`},
+			req: tether.CommandRequest{Name: "launch", Role: tether.RoleAdmin}, code: tether.EINVALID, reason: `unknown command "launch"`},
 		{name: "refuses a role the command does not list",
-			req: command.Request{Name: "order_pizza", Role: "viewer"}, code: tether.EFORBIDDEN, reason: `role "viewer" may not send`},
+			req: tether.CommandRequest{Name: "order_pizza", Role: "viewer"}, code: tether.EFORBIDDEN, reason: `role "viewer" may not send`},
 		{name: "refuses any role but admin for a command without roles",
-			req: command.Request{Name: "defrost", Role: "operator"}, code: tether.EFORBIDDEN, reason: `role "operator"`},
+			req: tether.CommandRequest{Name: "defrost", Role: "operator"}, code: tether.EFORBIDDEN, reason: `role "operator"`},
 		{name: "refuses parameters that break the schema",
-			req: command.Request{Name: "set_temp", Role: "operator", Params: json.RawMessage(`{"celsius":99}`)}, code: tether.EINVALID, reason: "/celsius"},
+			req: tether.CommandRequest{Name: "set_temp", Role: "operator", Params: json.RawMessage(`{"celsius":99}`)}, code: tether.EINVALID, reason: "/celsius"},
 		{name: "refuses parameters that are not JSON",
-			req: command.Request{Name: "defrost", Role: tether.RoleAdmin, Params: json.RawMessage(`{bad`)}, code: tether.EINVALID, reason: "not valid JSON"},
+			req: tether.CommandRequest{Name: "defrost", Role: tether.RoleAdmin, Params: json.RawMessage(`{bad`)}, code: tether.EINVALID, reason: "not valid JSON"},
 		{name: "refuses a command over its own rate limit",
-			prior: []command.Request{{Name: "order_pizza", Role: "operator"}},
-			req:   command.Request{Name: "order_pizza", Role: "operator"}, code: tether.ETOOMANY, reason: `at most 1 "order_pizza" commands per 1h0m0s`},
+			prior: []tether.CommandRequest{{Name: "order_pizza", Role: "operator"}},
+			req:   tether.CommandRequest{Name: "order_pizza", Role: "operator"}, code: tether.ETOOMANY, reason: `at most 1 "order_pizza" commands per 1h0m0s`},
 		{name: "refuses a command over the device's rate limit",
 			options: command.Options{DeviceRate: tether.Rate{Count: 2, Per: tether.Duration(time.Minute)}},
-			prior:   []command.Request{{Name: "defrost"}, {Name: "defrost"}},
-			req:     command.Request{Name: "defrost", Role: tether.RoleAdmin}, code: tether.ETOOMANY, reason: "at most 2 commands per 1m0s"},
+			prior:   []tether.CommandRequest{{Name: "defrost"}, {Name: "defrost"}},
+			req:     tether.CommandRequest{Name: "defrost", Role: tether.RoleAdmin}, code: tether.ETOOMANY, reason: "at most 2 commands per 1m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, pizzaProfile(), tc.options)
@@ -274,13 +274,13 @@ func TestSendGuardrails(t *testing.T) {
 		e := newEnv(t, pizzaProfile(), command.Options{})
 		for _, r := range []struct {
 			device string
-			req    command.Request
+			req    tether.CommandRequest
 		}{
-			{"d1", command.Request{Name: "order_pizza", Role: "operator"}},
-			{"d2", command.Request{Name: "order_pizza", Role: "operator"}}, // the limit is per device
-			{"d1", command.Request{Name: "set_temp", Role: "operator", Params: json.RawMessage(`{"celsius":4}`)}},
-			{"d1", command.Request{Name: "set_temp", Role: tether.RoleAdmin, Params: json.RawMessage(`{"celsius":-3}`)}},
-			{"d1", command.Request{Name: "defrost", Role: tether.RoleAdmin}},
+			{"d1", tether.CommandRequest{Name: "order_pizza", Role: "operator"}},
+			{"d2", tether.CommandRequest{Name: "order_pizza", Role: "operator"}}, // the limit is per device
+			{"d1", tether.CommandRequest{Name: "set_temp", Role: "operator", Params: json.RawMessage(`{"celsius":4}`)}},
+			{"d1", tether.CommandRequest{Name: "set_temp", Role: tether.RoleAdmin, Params: json.RawMessage(`{"celsius":-3}`)}},
+			{"d1", tether.CommandRequest{Name: "defrost", Role: tether.RoleAdmin}},
 		} {
 			wantStatus(t, e.send(r.device, r.req), tether.CommandQueued)
 		}
@@ -288,38 +288,38 @@ func TestSendGuardrails(t *testing.T) {
 
 	t.Run("does not count rejected commands against a rate limit", func(t *testing.T) {
 		e := newEnv(t, pizzaProfile(), command.Options{})
-		_, _, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "order_pizza", Role: "viewer"})
+		_, _, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "order_pizza", Role: "viewer"})
 		wantCode(t, err, tether.EFORBIDDEN)
-		wantStatus(t, e.send("d1", command.Request{Name: "order_pizza", Role: "operator"}), tether.CommandQueued)
+		wantStatus(t, e.send("d1", tether.CommandRequest{Name: "order_pizza", Role: "operator"}), tether.CommandQueued)
 	})
 
 	t.Run("counts a rate limit over a sliding window", func(t *testing.T) {
 		e := newEnv(t, pizzaProfile(), command.Options{})
-		e.send("d1", command.Request{Name: "order_pizza", Role: "operator"})
+		e.send("d1", tether.CommandRequest{Name: "order_pizza", Role: "operator"})
 		e.clock.Add(59 * time.Minute)
-		_, _, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "order_pizza", Role: "operator"})
+		_, _, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "order_pizza", Role: "operator"})
 		wantCode(t, err, tether.ETOOMANY)
 		e.clock.Add(time.Minute)
-		wantStatus(t, e.send("d1", command.Request{Name: "order_pizza", Role: "operator"}), tether.CommandQueued)
+		wantStatus(t, e.send("d1", tether.CommandRequest{Name: "order_pizza", Role: "operator"}), tether.CommandQueued)
 	})
 
 	t.Run("refuses a malformed request without storing it", func(t *testing.T) {
 		e := newEnv(t, pizzaProfile(), command.Options{})
-		for _, r := range []command.Request{
+		for _, r := range []tether.CommandRequest{
 			{Name: ""}, {Name: "a/b"}, {Name: "defrost", Timeout: -time.Second}, {Name: "defrost", IdempotencyKey: strings.Repeat("k", 300)},
 		} {
 			r.Role = tether.RoleAdmin
 			_, _, err := e.svc.Send(ctx, tenant, "d1", r)
 			wantCode(t, err, tether.EINVALID)
 		}
-		if cs, _ := e.svc.List(ctx, tenant, "d1", command.Filter{}); len(cs) != 0 {
+		if cs, _ := e.svc.List(ctx, tenant, "d1", tether.CommandFilter{}); len(cs) != 0 {
 			t.Errorf("stored %d commands, want none", len(cs))
 		}
 	})
 
 	t.Run("stores nothing for a device that does not exist", func(t *testing.T) {
 		e := newEnv(t, pizzaProfile(), command.Options{})
-		_, _, err := e.svc.Send(ctx, tenant, "nope", command.Request{Name: "defrost", Role: tether.RoleAdmin})
+		_, _, err := e.svc.Send(ctx, tenant, "nope", tether.CommandRequest{Name: "defrost", Role: tether.RoleAdmin})
 		wantCode(t, err, tether.ENOTFOUND)
 		if len(e.events.got) != 0 {
 			t.Errorf("events %v, want none", e.events.got)
@@ -332,26 +332,26 @@ func TestIdempotencyKey(t *testing.T) {
 	e := newEnv(t, pizzaProfile(), command.Options{})
 
 	t.Run("returns the first command for a repeated key, unchanged", func(t *testing.T) {
-		first := e.send("d1", command.Request{Name: "defrost", IdempotencyKey: "k1"})
-		again, created, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "defrost", Role: tether.RoleAdmin, IdempotencyKey: "k1",
+		first := e.send("d1", tether.CommandRequest{Name: "defrost", IdempotencyKey: "k1"})
+		again, created, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "defrost", Role: tether.RoleAdmin, IdempotencyKey: "k1",
 			Params: json.RawMessage(`{"other":true}`)})
 		if err != nil || created || again.ID != first.ID || again.Seq != first.Seq {
 			t.Fatalf("repeat = %s (seq %d), created %v, %v; want %s, false, nil", again.ID, again.Seq, created, err, first.ID)
 		}
-		if cs, _ := e.svc.List(ctx, tenant, "d1", command.Filter{}); len(cs) != 1 {
+		if cs, _ := e.svc.List(ctx, tenant, "d1", tether.CommandFilter{}); len(cs) != 1 {
 			t.Errorf("stored %d commands, want 1", len(cs))
 		}
 	})
 
 	t.Run("scopes a key to its device", func(t *testing.T) {
-		c := e.send("d2", command.Request{Name: "defrost", IdempotencyKey: "k1"})
+		c := e.send("d2", tether.CommandRequest{Name: "defrost", IdempotencyKey: "k1"})
 		wantStatus(t, c, tether.CommandQueued)
 	})
 
 	t.Run("returns a rejected first command without an error", func(t *testing.T) {
-		first, _, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "launch", Role: tether.RoleAdmin, IdempotencyKey: "k2"})
+		first, _, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "launch", Role: tether.RoleAdmin, IdempotencyKey: "k2"})
 		wantCode(t, err, tether.EINVALID)
-		again, created, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "launch", Role: tether.RoleAdmin, IdempotencyKey: "k2"})
+		again, created, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "launch", Role: tether.RoleAdmin, IdempotencyKey: "k2"})
 		if err != nil || created || again.ID != first.ID {
 			t.Fatalf("repeat = %s, %v, %v; want %s, false, nil", again.ID, created, err, first.ID)
 		}
@@ -363,7 +363,7 @@ func TestIdempotencyKey(t *testing.T) {
 		ids := make([]string, 50)
 		for i := range ids {
 			wg.Go(func() {
-				c, _, err := e.svc.Send(ctx, tenant, "d2", command.Request{Name: "defrost", Role: tether.RoleAdmin, IdempotencyKey: "k3"})
+				c, _, err := e.svc.Send(ctx, tenant, "d2", tether.CommandRequest{Name: "defrost", Role: tether.RoleAdmin, IdempotencyKey: "k3"})
 				if err != nil {
 					t.Error(err)
 					return
@@ -392,7 +392,7 @@ func TestCommandStorm(t *testing.T) {
 		)
 		for range n {
 			wg.Go(func() {
-				c, _, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "order_pizza", Role: tether.RoleAdmin})
+				c, _, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "order_pizza", Role: tether.RoleAdmin})
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -414,7 +414,7 @@ func TestCommandStorm(t *testing.T) {
 		if a != limit || r != calls-limit {
 			t.Fatalf("%d accepted, %d rejected; want %d, %d", a, r, limit, calls-limit)
 		}
-		queued, err := e.svc.List(ctx, tenant, "d1", command.Filter{Status: tether.CommandQueued})
+		queued, err := e.svc.List(ctx, tenant, "d1", tether.CommandFilter{Status: tether.CommandQueued})
 		if err != nil || len(queued) != limit {
 			t.Fatalf("%d queued (%v), want %d", len(queued), err, limit)
 		}
@@ -438,7 +438,7 @@ func TestLifecycle(t *testing.T) {
 	e.tr.setLive("d1", true)
 
 	t.Run("sends a two-way command at once to a live device and follows it to its reply", func(t *testing.T) {
-		c := e.send("d1", command.Request{Name: "reboot", Params: json.RawMessage(`{"delay":1}`)})
+		c := e.send("d1", tether.CommandRequest{Name: "reboot", Params: json.RawMessage(`{"delay":1}`)})
 		if got := e.tr.delivered(); !slices.Equal(got, []string{c.ID}) {
 			t.Fatalf("delivered %v, want %s", got, c.ID)
 		}
@@ -469,7 +469,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("moves only forward: a late delivery after the reply changes nothing", func(t *testing.T) {
-		c := e.send("d1", command.Request{Name: "reboot"})
+		c := e.send("d1", tether.CommandRequest{Name: "reboot"})
 		if _, err := e.svc.Reply(ctx, tenant, "d1", c.ID, tether.CommandReply{Status: tether.CommandFailed, Error: "disk full"}); err != nil {
 			t.Fatal(err)
 		}
@@ -487,7 +487,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("finishes a one-way command when it is delivered", func(t *testing.T) {
-		c := e.send("d1", command.Request{Name: "blink", OneWay: true})
+		c := e.send("d1", tether.CommandRequest{Name: "blink", OneWay: true})
 		if err := e.svc.Delivered(ctx, tenant, "d1", c.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -497,7 +497,7 @@ func TestLifecycle(t *testing.T) {
 	t.Run("refuses a reply to an unknown command and a malformed reply", func(t *testing.T) {
 		_, err := e.svc.Reply(ctx, tenant, "d1", "c_nope", tether.CommandReply{})
 		wantCode(t, err, tether.ENOTFOUND)
-		c := e.send("d1", command.Request{Name: "reboot"})
+		c := e.send("d1", tether.CommandRequest{Name: "reboot"})
 		_, err = e.svc.Reply(ctx, tenant, "d1", c.ID, tether.CommandReply{Status: "maybe"})
 		wantCode(t, err, tether.EINVALID)
 		_, err = e.svc.Reply(ctx, tenant, "d2", c.ID, tether.CommandReply{})
@@ -505,7 +505,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("lists a device's commands by status and seq", func(t *testing.T) {
-		all, err := e.svc.List(ctx, tenant, "d1", command.Filter{})
+		all, err := e.svc.List(ctx, tenant, "d1", tether.CommandFilter{})
 		if err != nil || len(all) < 4 {
 			t.Fatalf("List = %d, %v", len(all), err)
 		}
@@ -514,17 +514,17 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("seqs %d then %d", all[i-1].Seq, all[i].Seq)
 			}
 		}
-		page, _ := e.svc.List(ctx, tenant, "d1", command.Filter{After: all[0].Seq, Limit: 1})
+		page, _ := e.svc.List(ctx, tenant, "d1", tether.CommandFilter{After: all[0].Seq, Limit: 1})
 		if len(page) != 1 || page[0].ID != all[1].ID {
 			t.Errorf("page after the first = %v", page)
 		}
-		failed, _ := e.svc.List(ctx, tenant, "d1", command.Filter{Status: tether.CommandFailed})
+		failed, _ := e.svc.List(ctx, tenant, "d1", tether.CommandFilter{Status: tether.CommandFailed})
 		if len(failed) != 1 {
 			t.Errorf("%d failed, want 1", len(failed))
 		}
-		_, err = e.svc.List(ctx, tenant, "nope", command.Filter{})
+		_, err = e.svc.List(ctx, tenant, "nope", tether.CommandFilter{})
 		wantCode(t, err, tether.ENOTFOUND)
-		_, err = e.svc.List(ctx, tenant, "d1", command.Filter{Status: "odd"})
+		_, err = e.svc.List(ctx, tenant, "d1", tether.CommandFilter{Status: "odd"})
 		wantCode(t, err, tether.EINVALID)
 	})
 }
@@ -534,7 +534,7 @@ func TestOfflineDeviceGetsItsQueuedCommandsInOrder(t *testing.T) {
 	e := newEnv(t, nil, command.Options{})
 	var want []string
 	for i := range 5 {
-		want = append(want, e.send("d1", command.Request{Name: fmt.Sprintf("step%d", i)}).ID)
+		want = append(want, e.send("d1", tether.CommandRequest{Name: fmt.Sprintf("step%d", i)}).ID)
 	}
 	if got := e.tr.delivered(); len(got) != 0 {
 		t.Fatalf("delivered %v to an offline device", got)
@@ -569,12 +569,12 @@ func TestOfflineDeviceGetsItsQueuedCommandsInOrder(t *testing.T) {
 	})
 	t.Run("keeps the order when a command is sent while others wait", func(t *testing.T) {
 		e.tr.setLive("d2", false)
-		a := e.send("d2", command.Request{Name: "a"}).ID
-		b := e.send("d2", command.Request{Name: "b"}).ID
+		a := e.send("d2", tether.CommandRequest{Name: "a"}).ID
+		b := e.send("d2", tether.CommandRequest{Name: "b"}).ID
 		e.tr.setLive("d2", true)
 		var wg sync.WaitGroup
 		wg.Go(func() { e.svc.Ready(ctx, tenant, "d2", true) })
-		c := e.send("d2", command.Request{Name: "c"}).ID
+		c := e.send("d2", tether.CommandRequest{Name: "c"}).ID
 		wg.Wait()
 		if got := e.tr.delivered(); !slices.Equal(got, []string{a, b, c}) {
 			t.Fatalf("delivered %v, want %v", got, []string{a, b, c})
@@ -585,15 +585,15 @@ func TestOfflineDeviceGetsItsQueuedCommandsInOrder(t *testing.T) {
 func TestRestartInEachState(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, pizzaProfile(), command.Options{})
-	queued := e.send("d1", command.Request{Name: "defrost"})
-	awaiting := e.send("d1", command.Request{Name: "open_door"})
+	queued := e.send("d1", tether.CommandRequest{Name: "defrost"})
+	awaiting := e.send("d1", tether.CommandRequest{Name: "open_door"})
 	e.tr.setLive("d2", true)
-	sent := e.send("d2", command.Request{Name: "defrost"})
-	delivered := e.send("d2", command.Request{Name: "defrost"})
+	sent := e.send("d2", tether.CommandRequest{Name: "defrost"})
+	delivered := e.send("d2", tether.CommandRequest{Name: "defrost"})
 	if err := e.svc.Delivered(ctx, tenant, "d2", delivered.ID); err != nil {
 		t.Fatal(err)
 	}
-	done := e.send("d2", command.Request{Name: "defrost"})
+	done := e.send("d2", tether.CommandRequest{Name: "defrost"})
 	if _, err := e.svc.Reply(ctx, tenant, "d2", done.ID, tether.CommandReply{}); err != nil {
 		t.Fatal(err)
 	}
@@ -652,7 +652,7 @@ func TestRestartInEachState(t *testing.T) {
 		wantCode(t, err, tether.ECONFLICT)
 	})
 	t.Run("continues the seq after the restart", func(t *testing.T) {
-		c := e.send("d2", command.Request{Name: "defrost"})
+		c := e.send("d2", tether.CommandRequest{Name: "defrost"})
 		if c.Seq != done.Seq+1 {
 			t.Errorf("seq %d, want %d", c.Seq, done.Seq+1)
 		}
@@ -662,15 +662,15 @@ func TestRestartInEachState(t *testing.T) {
 func TestExpiryAndTimeout(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, nil, command.Options{DefaultTTL: time.Hour, DefaultTimeout: 30 * time.Second})
-	queued := e.send("d1", command.Request{Name: "a"})
-	short := e.send("d1", command.Request{Name: "a", TTL: time.Minute})
+	queued := e.send("d1", tether.CommandRequest{Name: "a"})
+	short := e.send("d1", tether.CommandRequest{Name: "a", TTL: time.Minute})
 	e.tr.setLive("d2", true)
-	twoWay := e.send("d2", command.Request{Name: "a"})
-	delivered := e.send("d2", command.Request{Name: "a", Timeout: time.Minute})
+	twoWay := e.send("d2", tether.CommandRequest{Name: "a"})
+	delivered := e.send("d2", tether.CommandRequest{Name: "a", Timeout: time.Minute})
 	if err := e.svc.Delivered(ctx, tenant, "d2", delivered.ID); err != nil {
 		t.Fatal(err)
 	}
-	oneWay := e.send("d2", command.Request{Name: "a", OneWay: true})
+	oneWay := e.send("d2", tether.CommandRequest{Name: "a", OneWay: true})
 
 	e.clock.Add(30 * time.Second)
 	e.svc.Sweep(ctx)
@@ -707,14 +707,14 @@ func TestCircuitBreaker(t *testing.T) {
 	e := newEnv(t, nil, command.Options{BreakerFailures: 3, BreakerCooldown: time.Minute})
 	fail := func() {
 		t.Helper()
-		c := e.send("d1", command.Request{Name: "a"})
+		c := e.send("d1", tether.CommandRequest{Name: "a"})
 		if _, err := e.svc.Reply(ctx, tenant, "d1", c.ID, tether.CommandReply{Status: tether.CommandFailed}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	refused := func(want string) {
 		t.Helper()
-		c, _, err := e.svc.Send(ctx, tenant, "d1", command.Request{Name: "a", Role: tether.RoleAdmin})
+		c, _, err := e.svc.Send(ctx, tenant, "d1", tether.CommandRequest{Name: "a", Role: tether.RoleAdmin})
 		wantCode(t, err, tether.EUNAVAILABLE)
 		wantStatus(t, e.get("d1", c.ID), tether.CommandRejected)
 		if !strings.Contains(c.Reason, want) {
@@ -731,12 +731,12 @@ func TestCircuitBreaker(t *testing.T) {
 		refused("circuit open")
 	})
 	t.Run("leaves other devices alone", func(t *testing.T) {
-		e.send("d2", command.Request{Name: "a"})
+		e.send("d2", tether.CommandRequest{Name: "a"})
 	})
 	var trial *tether.Command
 	t.Run("lets one command through after the cooldown", func(t *testing.T) {
 		e.clock.Add(time.Second)
-		trial = e.send("d1", command.Request{Name: "a"})
+		trial = e.send("d1", tether.CommandRequest{Name: "a"})
 		refused("trial command")
 	})
 	t.Run("opens again when the trial fails", func(t *testing.T) {
@@ -747,20 +747,20 @@ func TestCircuitBreaker(t *testing.T) {
 	})
 	t.Run("closes when the trial succeeds", func(t *testing.T) {
 		e.clock.Add(time.Minute)
-		trial = e.send("d1", command.Request{Name: "a"})
+		trial = e.send("d1", tether.CommandRequest{Name: "a"})
 		if _, err := e.svc.Reply(ctx, tenant, "d1", trial.ID, tether.CommandReply{}); err != nil {
 			t.Fatal(err)
 		}
-		e.send("d1", command.Request{Name: "a"})
-		e.send("d1", command.Request{Name: "a"})
+		e.send("d1", tether.CommandRequest{Name: "a"})
+		e.send("d1", tether.CommandRequest{Name: "a"})
 	})
 	t.Run("counts expired commands as failures", func(t *testing.T) {
 		for range 3 {
-			e.send("d2", command.Request{Name: "a", TTL: time.Second})
+			e.send("d2", tether.CommandRequest{Name: "a", TTL: time.Second})
 		}
 		e.clock.Add(time.Second)
 		e.svc.Sweep(ctx)
-		_, _, err := e.svc.Send(ctx, tenant, "d2", command.Request{Name: "a", Role: tether.RoleAdmin})
+		_, _, err := e.svc.Send(ctx, tenant, "d2", tether.CommandRequest{Name: "a", Role: tether.RoleAdmin})
 		wantCode(t, err, tether.EUNAVAILABLE)
 	})
 }
@@ -768,7 +768,7 @@ func TestCircuitBreaker(t *testing.T) {
 func TestWait(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, nil, command.Options{})
-	c := e.send("d1", command.Request{Name: "a"})
+	c := e.send("d1", tether.CommandRequest{Name: "a"})
 
 	t.Run("returns the current state when its context ends", func(t *testing.T) {
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)

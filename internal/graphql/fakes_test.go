@@ -36,7 +36,7 @@ type world struct {
 	commands []*tether.Command
 	rules    []*tether.Rule
 	profiles map[string]*tether.Profile
-	sent     []graphql.CommandRequest
+	sent     []tether.CommandRequest
 
 	// failLatest, when set, is Latest's error.
 	failLatest error
@@ -270,7 +270,7 @@ func (f fakeAlerts) Get(_ context.Context, tenant, id string) (*tether.Alert, er
 	return nil, notFound("alert", id)
 }
 
-func (f fakeAlerts) List(_ context.Context, tenant string, flt graphql.AlertFilter) ([]*tether.Alert, error) {
+func (f fakeAlerts) List(_ context.Context, tenant string, flt tether.AlertFilter) ([]*tether.Alert, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*tether.Alert
@@ -322,7 +322,7 @@ func (f fakeAlerts) Clear(_ context.Context, tenant, id, by string) (*tether.Ale
 
 type fakeCommands struct{ *world }
 
-func (f fakeCommands) Send(_ context.Context, tenant, id string, r graphql.CommandRequest) (*tether.Command, bool, error) {
+func (f fakeCommands) Send(_ context.Context, tenant, id string, r tether.CommandRequest) (*tether.Command, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sent = append(f.sent, r)
@@ -352,7 +352,7 @@ func (f fakeCommands) Get(_ context.Context, tenant, device, id string) (*tether
 	return nil, notFound("command", id)
 }
 
-func (f fakeCommands) List(_ context.Context, tenant, device string, flt graphql.CommandFilter) ([]*tether.Command, error) {
+func (f fakeCommands) List(_ context.Context, tenant, device string, flt tether.CommandFilter) ([]*tether.Command, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*tether.Command

@@ -124,7 +124,7 @@ func (m mutationResolver) SendCommand(ctx context.Context, deviceID string, in C
 	if w < 0 || w > maxWait {
 		return nil, tether.Errorf(tether.EINVALID, "wait %s must be from 0s to %s", w, maxWait)
 	}
-	req := CommandRequest{Name: in.Name, OneWay: deref(in.OneWay, false), Timeout: deref(in.Timeout, 0), TTL: deref(in.TTL, 0),
+	req := tether.CommandRequest{Name: in.Name, OneWay: deref(in.OneWay, false), Timeout: deref(in.Timeout, 0), TTL: deref(in.TTL, 0),
 		IdempotencyKey: deref(in.IdempotencyKey, ""), Source: p.Source(), Role: p.Role}
 	if req.Timeout < 0 || req.TTL < 0 {
 		return nil, tether.Errorf(tether.EINVALID, "timeout and ttl must not be negative")

@@ -126,7 +126,7 @@ func (q queryResolver) Alerts(ctx context.Context, status *string, open *bool, d
 	if q.o.Alerts == nil {
 		return nil, unavailable("alert")
 	}
-	f := AlertFilter{Status: alertFilter(status, open), DeviceID: deref(deviceID, ""), RuleID: deref(ruleID, ""), After: deref(after, "")}
+	f := tether.AlertFilter{Status: alertFilter(status, open), DeviceID: deref(deviceID, ""), RuleID: deref(ruleID, ""), After: deref(after, "")}
 	if f.Limit, err = pageSize("first", first, 100, 1000); err != nil {
 		return nil, err
 	}
@@ -315,7 +315,7 @@ func (d deviceResolver) Alerts(ctx context.Context, obj *tether.Device, status *
 	if d.o.Alerts == nil {
 		return nil, unavailable("alert")
 	}
-	f := AlertFilter{Status: alertFilter(status, open), DeviceID: obj.ID}
+	f := tether.AlertFilter{Status: alertFilter(status, open), DeviceID: obj.ID}
 	if f.Limit, err = pageSize("first", first, 20, 1000); err != nil {
 		return nil, err
 	}
@@ -334,7 +334,7 @@ func (d deviceResolver) Commands(ctx context.Context, obj *tether.Device, status
 	if d.o.Commands == nil {
 		return nil, unavailable("command")
 	}
-	f := CommandFilter{Status: deref(status, ""), After: deref(after, 0)}
+	f := tether.CommandFilter{Status: deref(status, ""), After: deref(after, 0)}
 	if f.Status != "" && !slices.Contains(commandStatuses, f.Status) {
 		return nil, tether.Errorf(tether.EINVALID, "status %q is not a command status", f.Status)
 	}
@@ -397,17 +397,46 @@ func (profileResolver) Commands(ctx context.Context, obj *tether.Profile) ([]*Pr
 	return out, nil
 }
 
-// labelMap turns label pairs into a map, refusing a key given twice.
+// The bounds of a device's labels, [tether.ValidateDeviceFields]'s. A
+// selector has the same bounds: one with more labels, or with a label no
+// device can have, selects nothing, and each of its labels is a join in
+// the store's query.
+const (
+	maxLabels     = 64
+	maxLabelValue = 256
+)
+
+// labelMap turns label pairs, a device's or a selector's, into a map,
+// refusing more than maxLabels pairs, a key that is not an ID, a value
+// over maxLabelValue bytes and a key given twice. It checks them in order
+// so that the first bad pair is the one named.
 func labelMap(labels []*LabelInput) (map[string]string, error) {
 	if labels == nil {
 		return nil, nil
 	}
+	if len(labels) > maxLabels {
+		return nil, tether.Errorf(tether.EINVALID, "labels has %d pairs; at most %d labels in a selector or on a device", len(labels), maxLabels)
+	}
 	m := make(map[string]string, len(labels))
 	for _, l := range labels {
+		switch {
+		case !tether.ValidID(l.Key):
+			return nil, tether.Errorf(tether.EINVALID, "label key %q must be 1 to 64 letters, digits, '-' or '_'", shorten(l.Key))
+		case len(l.Value) > maxLabelValue:
+			return nil, tether.Errorf(tether.EINVALID, "label %q is %d bytes; at most %d", l.Key, len(l.Value), maxLabelValue)
+		}
 		if _, dup := m[l.Key]; dup {
 			return nil, tether.Errorf(tether.EINVALID, "label %q is given twice", l.Key)
 		}
 		m[l.Key] = l.Value
 	}
 	return m, nil
+}
+
+// shorten cuts what claimed to be an ID to 40 bytes for an error message.
+func shorten(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
 }

@@ -8,16 +8,6 @@ import (
 	"github.com/tether-iot/tether"
 )
 
-// AlertFilter selects alerts to list; it is the alert service's filter
-// (an alias of the same type literal, so the service fits [Alerts] as it
-// is). Status is an alert status, "open" (any but cleared) or "" (any);
-// After is the ID of the last alert of the previous page.
-type AlertFilter = struct {
-	Status, DeviceID, RuleID string
-	After                    string
-	Limit                    int
-}
-
 // AlertChannel is a notification channel as the alert service keeps it
 // (an alias of the same type literal).
 type AlertChannel = struct {
@@ -30,7 +20,7 @@ type AlertChannel = struct {
 // Alerts is what the API needs of the alert service.
 type Alerts interface {
 	Get(ctx context.Context, tenant, id string) (*tether.Alert, error)
-	List(ctx context.Context, tenant string, f AlertFilter) ([]*tether.Alert, error)
+	List(ctx context.Context, tenant string, f tether.AlertFilter) ([]*tether.Alert, error)
 	Acknowledge(ctx context.Context, tenant, id, by string) (*tether.Alert, error)
 	Clear(ctx context.Context, tenant, id, by string) (*tether.Alert, error)
 
@@ -58,7 +48,7 @@ func (s *Server) alertRoutes(add addRoute) {
 
 func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	q := r.URL.Query()
-	f := AlertFilter{Status: q.Get("status"), DeviceID: q.Get("device"), RuleID: q.Get("rule"), After: q.Get("after"), Limit: 100}
+	f := tether.AlertFilter{Status: q.Get("status"), DeviceID: q.Get("device"), RuleID: q.Get("rule"), After: q.Get("after"), Limit: 100}
 	switch f.Status {
 	case "", "open", tether.AlertActive, tether.AlertAcknowledged, tether.AlertCleared:
 	default:

@@ -52,7 +52,7 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request, k *tether.P
 		in.Params = nil
 	}
 	device := r.PathValue("id")
-	cmd, created, err := s.sv.Commands.Send(r.Context(), k.TenantID, device, CommandRequest{
+	cmd, created, err := s.sv.Commands.Send(r.Context(), k.TenantID, device, tether.CommandRequest{
 		Name: in.Name, Params: in.Params, OneWay: in.OneWay,
 		Timeout: time.Duration(in.Timeout), TTL: time.Duration(in.TTL),
 		IdempotencyKey: in.IdempotencyKey, Source: k.Source(), Role: k.Role,
@@ -117,7 +117,7 @@ func parseWait(r *http.Request) (time.Duration, error) {
 
 func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
 	q := r.URL.Query()
-	f := CommandFilter{Status: q.Get("status"), Limit: 100}
+	f := tether.CommandFilter{Status: q.Get("status"), Limit: 100}
 	switch f.Status {
 	case "", tether.CommandAwaitingConfirmation, tether.CommandQueued, tether.CommandSent, tether.CommandDelivered,
 		tether.CommandSucceeded, tether.CommandFailed, tether.CommandExpired, tether.CommandRejected:

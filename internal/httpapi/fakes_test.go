@@ -197,7 +197,7 @@ func (e rateLimited) Error() string           { return e.err.Error() }
 func (e rateLimited) Unwrap() error           { return e.err }
 func (rateLimited) RetryAfter() time.Duration { return 90 * time.Minute }
 
-func (f *fakeCommands) Send(_ context.Context, tenant, device string, r httpapi.CommandRequest) (*tether.Command, bool, error) {
+func (f *fakeCommands) Send(_ context.Context, tenant, device string, r tether.CommandRequest) (*tether.Command, bool, error) {
 	f.mu.Lock()
 	if r.IdempotencyKey != "" && f.byKey[device+"/"+r.IdempotencyKey] != nil {
 		defer f.mu.Unlock()
@@ -303,7 +303,7 @@ func (f *fakeCommands) Get(_ context.Context, _, device, id string) (*tether.Com
 	return &out, nil
 }
 
-func (f *fakeCommands) List(_ context.Context, _, device string, flt httpapi.CommandFilter) ([]*tether.Command, error) {
+func (f *fakeCommands) List(_ context.Context, _, device string, flt tether.CommandFilter) ([]*tether.Command, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*tether.Command

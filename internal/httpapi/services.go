@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"time"
 
@@ -48,40 +47,15 @@ type Shadows interface {
 	Delete(ctx context.Context, tenant, deviceID, name string) error
 }
 
-// CommandRequest is a command to send, as the command service takes it.
-// Its fields are those of the command service's request, in the same
-// order, so that one converts to the other.
-type CommandRequest struct {
-	Name   string
-	Params json.RawMessage
-	OneWay bool
-	// Timeout and TTL of 0 take the service's defaults.
-	Timeout, TTL   time.Duration
-	IdempotencyKey string
-	// Source is who sends it: "api:<key id>".
-	Source string
-	// Role is the sender's role, checked against the command's roles.
-	Role string
-}
-
-// CommandFilter selects a device's commands; its fields are those of the
-// command service's filter.
-type CommandFilter struct {
-	Status string
-	// After is a sequence number: only commands with a greater one.
-	After int64
-	Limit int
-}
-
 // Commands is what the API needs of the command service.
 type Commands interface {
 	// Send returns created false with the first command for a repeated
 	// idempotency key. A guardrail's refusal returns the command, stored
 	// as rejected, with the error.
-	Send(ctx context.Context, tenant, deviceID string, r CommandRequest) (cmd *tether.Command, created bool, err error)
+	Send(ctx context.Context, tenant, deviceID string, r tether.CommandRequest) (cmd *tether.Command, created bool, err error)
 	Confirm(ctx context.Context, tenant, deviceID, id, by string) (*tether.Command, error)
 	Get(ctx context.Context, tenant, deviceID, id string) (*tether.Command, error)
-	List(ctx context.Context, tenant, deviceID string, f CommandFilter) ([]*tether.Command, error)
+	List(ctx context.Context, tenant, deviceID string, f tether.CommandFilter) ([]*tether.Command, error)
 	// Wait returns once the command is done, or with its current state
 	// (and no error) once ctx ends.
 	Wait(ctx context.Context, tenant, deviceID, id string) (*tether.Command, error)
