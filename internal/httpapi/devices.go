@@ -103,20 +103,50 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, k *tether.P
 // at most 256 bytes, so a longer text could match nothing.
 const maxSearch = 256
 
-// parseSelector parses a label selector "k=v,k2=v2".
+// The bounds of a label selector: a device's, [tether.ValidateDeviceFields]'s.
+// A selector with more labels, or with a label no device can have,
+// selects nothing, and each of its labels is a join in the store's query.
+const (
+	maxSelectorLabels = 64
+	maxLabelValue     = 256
+)
+
+// parseSelector parses a label selector "k=v,k2=v2": at most
+// maxSelectorLabels pairs, each key an ID given once, each value at most
+// maxLabelValue bytes.
 func parseSelector(s string) (map[string]string, error) {
 	if s == "" {
 		return nil, nil
 	}
+	// Counted before splitting, so that a huge selector is not split.
+	if n := strings.Count(s, ",") + 1; n > maxSelectorLabels {
+		return nil, tether.Errorf(tether.EINVALID, "labels has %d pairs; at most %d labels in a selector", n, maxSelectorLabels)
+	}
 	out := map[string]string{}
-	for _, part := range strings.Split(s, ",") {
+	for part := range strings.SplitSeq(s, ",") {
 		k, v, ok := strings.Cut(part, "=")
-		if !ok || k == "" {
-			return nil, tether.Errorf(tether.EINVALID, "labels %q must be key=value pairs separated by commas", s)
+		switch {
+		case !ok || k == "":
+			return nil, tether.Errorf(tether.EINVALID, "labels %q must be key=value pairs separated by commas", shorten(s, 100))
+		case !tether.ValidID(k):
+			return nil, tether.Errorf(tether.EINVALID, "label key %q must be 1 to 64 letters, digits, '-' or '_'", shorten(k, 40))
+		case len(v) > maxLabelValue:
+			return nil, tether.Errorf(tether.EINVALID, "label %q is %d bytes; at most %d", k, len(v), maxLabelValue)
+		}
+		if _, dup := out[k]; dup {
+			return nil, tether.Errorf(tether.EINVALID, "label %q is given twice in labels", k)
 		}
 		out[k] = v
 	}
 	return out, nil
+}
+
+// shorten cuts text quoted in an error message to n bytes.
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, k *tether.Principal) error {
