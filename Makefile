@@ -73,7 +73,7 @@ staticcheck:
 # 100 rules; then the dashboard's device list over 100,000 devices, its
 # 30-day history query and live streams to 100 WebSocket clients. Raw
 # results land in $(BENCH_OUT); docs/benchmarks.md is
-# written from them. About 17 minutes.
+# written from them. About 20 minutes.
 bench: SHELL := /bin/bash
 bench: .SHELLFLAGS := -o pipefail -c
 bench:

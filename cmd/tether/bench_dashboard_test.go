@@ -235,8 +235,10 @@ func timeRequests(b *testing.B, n *node, path string, warm, measured int, check 
 // one device with *dashDays days of one key sampled every second (30 days:
 // 2,592,000 points), written straight into the store in large batches:
 // the whole range in 720 buckets of 1 h (average), one day in 720 buckets
-// of 2 min and the last hour raw (3,600 points), as the range picker asks
-// for them.
+// of 2 min and the last hour raw (3,600 points), the most a chart of 720
+// points would ask; then the same three ranges as the dashboard asks for
+// them (web/src/timeseries.ts: the smallest width it offers that gives at
+// most 500 buckets, so 3 h for 30 days, 5 min for a day, 10 s for an hour).
 func BenchmarkDashboardHistory(b *testing.B) {
 	n := startBenchNode(b, nil, nil)
 	const device = "history-1"
@@ -253,14 +255,26 @@ func BenchmarkDashboardHistory(b *testing.B) {
 		return "from=" + end.Add(-d).Format(time.RFC3339) + "&to=" + end.Format(time.RFC3339)
 	}
 	days := time.Duration(*dashDays) * 24 * time.Hour
-	cases := []struct {
+	type historyCase struct {
 		name, query string
 		runs        int
-		want        int
-	}{
+		want        int // samples in the answer
+	}
+	cases := []historyCase{
 		{fmt.Sprintf("range=%dd/bucket=%s/agg=avg", *dashDays, shortDuration(days/720)), span(days) + "&agg=avg&bucket=" + (days / 720).String(), 21, 720},
 		{"range=1d/bucket=2m/agg=avg", span(24*time.Hour) + "&agg=avg&bucket=2m", 101, 720},
 		{"range=1h/raw", span(time.Hour) + "&limit=3600", 101, 3600},
+	}
+	for _, r := range []struct {
+		label string
+		d     time.Duration
+		runs  int
+	}{{fmt.Sprintf("%dd", *dashDays), days, 21}, {"1d", 24 * time.Hour, 101}, {"1h", time.Hour, 101}} {
+		w := dashboardBucket(r.d)
+		// Buckets start at multiples of their width since the epoch.
+		first, last := end.Add(-r.d).Unix()/int64(w/time.Second), (end.Unix()-1)/int64(w/time.Second)
+		cases = append(cases, historyCase{fmt.Sprintf("range=%s/bucket=%s/agg=avg/as=dashboard", r.label, shortDuration(w)),
+			span(r.d) + "&agg=avg&limit=1000&bucket=" + shortDuration(w), r.runs, int(last - first + 1)})
 	}
 	table := [][]string{}
 	for _, c := range cases {
@@ -318,6 +332,20 @@ func writeHistory(b *testing.B, n *node, device string, begin, end time.Time) in
 		total += stored
 	}
 	return total
+}
+
+// dashboardBucket is the bucket width the dashboard asks for a history
+// range (chooseBucket in web/src/timeseries.ts): the smallest width it
+// offers that gives at most 500 buckets. It is never 0 here: the
+// dashboard asks raw points only for ranges up to 500 s.
+func dashboardBucket(d time.Duration) time.Duration {
+	for _, w := range []time.Duration{time.Second, 10 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute,
+		time.Hour, 3 * time.Hour, 6 * time.Hour, 24 * time.Hour} {
+		if w >= d/500 {
+			return w
+		}
+	}
+	return 24 * time.Hour
 }
 
 // shortDuration formats d without zero minutes and seconds: 1h, not 1h0m0s.
