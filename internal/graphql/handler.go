@@ -25,6 +25,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/stream"
 )
 
 // Defaults of the limits in [Options].
@@ -36,6 +37,12 @@ const (
 	// fragments expanded, which keeps a document of fragments that spread
 	// each other many times from costing exponential work.
 	DefaultMaxFields = 2000
+	// DefaultMaxSocketOperations bounds the operations (subscriptions,
+	// mostly) one WebSocket runs at once.
+	DefaultMaxSocketOperations = 32
+	// DefaultRecheck is how often a WebSocket running subscriptions
+	// authenticates its caller again.
+	DefaultRecheck = 30 * time.Second
 )
 
 // Options configure a [Handler].
@@ -72,6 +79,15 @@ type Options struct {
 	MaxFields     int
 	// MaxBody bounds a request body and a WebSocket message, in bytes.
 	MaxBody int64
+	// MaxSocketOperations bounds the operations one WebSocket runs at
+	// once; zero takes the Default.
+	MaxSocketOperations int
+	// Recheck is how often a WebSocket that runs an operation (a
+	// subscription, mostly) authenticates its caller again, closing the
+	// socket when the caller signed out, its key or user was deleted or
+	// its role no longer allows the API; zero takes the Default. Every
+	// operation authenticates its caller too.
+	Recheck time.Duration
 	// Endpoint is where the handler is mounted, for the GraphiQL page;
 	// default /api/graphql.
 	Endpoint string
@@ -117,6 +133,8 @@ func New(o Options) (*Handler, error) {
 	o.MaxComplexity = cmp.Or(o.MaxComplexity, DefaultMaxComplexity)
 	o.MaxFields = cmp.Or(o.MaxFields, DefaultMaxFields)
 	o.MaxBody = cmp.Or(o.MaxBody, DefaultMaxBody)
+	o.MaxSocketOperations = cmp.Or(o.MaxSocketOperations, DefaultMaxSocketOperations)
+	o.Recheck = cmp.Or(o.Recheck, DefaultRecheck)
 	o.Endpoint = cmp.Or(o.Endpoint, "/api/graphql")
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -135,8 +153,9 @@ func New(o Options) (*Handler, error) {
 
 	srv := handler.New(NewExecutableSchema(cfg))
 	srv.AddTransport(transport.Websocket{
-		InitFunc:    h.initWebSocket,
-		InitTimeout: 10 * time.Second,
+		Implementation: socketImplementation{},
+		InitFunc:       h.initWebSocket,
+		InitTimeout:    10 * time.Second,
 		// graphql-ws (legacy) clients get a keep-alive; graphql-transport-ws
 		// clients a ping they must answer within two intervals, so that a
 		// dead peer's subscriptions end.
@@ -254,6 +273,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // connection_init payload must. The WebSocket library refuses an upgrade
 // whose Origin is not the Host, so that another site's page cannot use a
 // browser's cookie.
+//
+// The same credentials authenticate every operation again, and, while
+// operations run, every Recheck: a socket outlives neither its caller's
+// sign-out nor the deletion of its key or user.
 func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
 		writeError(w, tether.Errorf(tether.EFORBIDDEN, "a WebSocket from origin %q to host %q is refused; open it from a page of this host", r.Header.Get("Origin"), r.Host))
@@ -265,7 +288,8 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stop := context.AfterFunc(h.closing, cancel)
 	defer stop()
-	ctx = context.WithValue(ctx, webSocketKey{}, true)
+	s := &socket{r: r, cancel: cancel}
+	ctx = context.WithValue(ctx, socketKey{}, s)
 	if p, err := h.o.Authenticate(r); err == nil {
 		ctx = WithPrincipal(ctx, p)
 	} else {
@@ -274,7 +298,199 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx = context.WithValue(ctx, upgradeErrKey{}, err)
 	}
+	var rechecks sync.WaitGroup
+	rechecks.Go(func() { h.recheckSocket(ctx, s) })
 	h.exec.ServeHTTP(w, r.WithContext(ctx))
+	cancel()
+	rechecks.Wait()
+}
+
+// socket is one GraphQL WebSocket: the credentials that authenticated
+// it, which authenticate each of its operations again, the operations it
+// runs, and how it ends.
+type socket struct {
+	r      *http.Request      // the upgrade request, with its cookie or Authorization header
+	cancel context.CancelFunc // ends the socket's context, on which gqlgen closes it
+
+	mu    sync.Mutex
+	token string            // the connection_init payload's bearer token, if it authenticated the socket
+	was   *tether.Principal // who connected; nil until connection_init is accepted
+	ops   int               // operations running
+	// code and reason are the close frame's when the handler ends the
+	// socket; gqlgen's own is always 1000 "terminated".
+	code   int
+	reason string
+}
+
+type socketKey struct{}
+
+func socketOf(ctx context.Context) *socket {
+	s, _ := ctx.Value(socketKey{}).(*socket)
+	return s
+}
+
+// connected records who connected, and with which token ("" for the
+// upgrade request's credentials).
+func (s *socket) connected(p *tether.Principal, token string) {
+	s.mu.Lock()
+	s.was, s.token = p, token
+	s.mu.Unlock()
+}
+
+// acquire counts an operation starting, unless limit are running.
+func (s *socket) acquire(limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ops >= limit {
+		return false
+	}
+	s.ops++
+	return true
+}
+
+func (s *socket) release() {
+	s.mu.Lock()
+	s.ops--
+	s.mu.Unlock()
+}
+
+// end closes the socket with code and reason (the first end's win).
+func (s *socket) end(code int, reason string) {
+	s.mu.Lock()
+	if s.code == 0 {
+		s.code, s.reason = code, reason
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+func (s *socket) closing() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.code, s.reason
+}
+
+// reauthenticate authenticates the socket's caller again, with the
+// credentials it connected with, and checks that it may still call the
+// API as the caller it connected as.
+func (h *Handler) reauthenticate(ctx context.Context, s *socket) (*tether.Principal, error) {
+	s.mu.Lock()
+	token, was := s.token, s.was
+	s.mu.Unlock()
+	var (
+		p   *tether.Principal
+		err error
+	)
+	if token != "" {
+		p, err = h.authenticateToken(ctx, token)
+	} else {
+		p, err = h.o.Authenticate(s.r.WithContext(ctx))
+	}
+	switch {
+	case err != nil:
+	case !tether.RoleAtLeast(p.Role, tether.RoleViewer):
+		err = tether.Errorf(tether.EFORBIDDEN, "%s has role %q, which may not call the API", p.Name, p.Role)
+	case was != nil && (p.TenantID != was.TenantID || p.Kind != was.Kind || p.ID != was.ID):
+		err = tether.Errorf(tether.EUNAUTHORIZED, "the credentials now name another caller; connect again")
+	}
+	return p, err
+}
+
+// recheckSocket authenticates the socket's caller again every Recheck
+// while the socket runs operations (an idle one is checked by its next
+// operation), and ends the socket with 1008 (policy violation) when the
+// caller may no longer call the API, or 1011 when it could not be
+// checked.
+func (h *Handler) recheckSocket(ctx context.Context, s *socket) {
+	t := time.NewTicker(h.o.Recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		idle := s.was == nil || s.ops == 0
+		s.mu.Unlock()
+		if idle {
+			continue
+		}
+		_, err := h.reauthenticate(ctx, s)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		switch tether.ErrorCode(err) {
+		case tether.EUNAUTHORIZED, tether.EFORBIDDEN:
+			h.log.Info("graphql: WebSocket closed: its caller may no longer call the API", "err", err)
+			s.end(websocketPolicyViolation, stream.RevokedReason)
+		default:
+			h.log.Error("graphql: authenticate again", "err", err)
+			s.end(websocketInternalError, "the credentials could not be checked again; reconnect")
+		}
+		return
+	}
+}
+
+// WebSocket close codes the handler sends: RFC 6455's, and
+// graphql-transport-ws's for a refused caller.
+const (
+	websocketPolicyViolation = 1008
+	websocketInternalError   = 1011
+	websocketUnauthorized    = 4401
+	websocketForbidden       = 4403
+)
+
+// socketImplementation is gqlgen's coder/websocket adapter, whose close
+// frame carries the code and reason the handler chose for the socket.
+type socketImplementation struct {
+	transport.CoderWebsocketImplementation
+}
+
+func (i socketImplementation) Accept(w http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	c, err := i.CoderWebsocketImplementation.Accept(w, r, o)
+	if err != nil {
+		return nil, err
+	}
+	s := socketOf(r.Context())
+	if s == nil {
+		return c, nil
+	}
+	return &socketConn{WebsocketConn: c, s: s}, nil
+}
+
+// socketConn is a WebSocket connection whose close frame is the
+// socket's, if the handler ended it.
+type socketConn struct {
+	transport.WebsocketConn
+	s *socket
+}
+
+var (
+	_ transport.WebsocketReadLimiter   = (*socketConn)(nil)
+	_ transport.WebsocketReadDeadliner = (*socketConn)(nil)
+)
+
+func (c *socketConn) WriteClose(code int, reason string) error {
+	if sc, sr := c.s.closing(); sc != 0 {
+		code, reason = sc, sr
+	}
+	return c.WebsocketConn.WriteClose(code, reason)
+}
+
+// SetReadLimit and SetReadDeadline pass gqlgen's limits on: it looks for
+// them on the connection it is given.
+func (c *socketConn) SetReadLimit(n int64) {
+	if l, ok := c.WebsocketConn.(transport.WebsocketReadLimiter); ok {
+		l.SetReadLimit(n)
+	}
+}
+
+func (c *socketConn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.WebsocketConn.(transport.WebsocketReadDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
 }
 
 // sameOrigin reports whether a request has no Origin (not from a
@@ -290,10 +506,7 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
-type (
-	webSocketKey  struct{}
-	upgradeErrKey struct{}
-)
+type upgradeErrKey struct{}
 
 // initWebSocket authenticates a WebSocket at its connection_init: by the
 // payload's Authorization, if it has one, else by the upgrade request. A
@@ -313,9 +526,15 @@ func (h *Handler) initWebSocket(ctx context.Context, payload transport.InitPaylo
 		if err != nil {
 			return refuse(err)
 		}
+		if s := socketOf(ctx); s != nil {
+			s.connected(p, token)
+		}
 		return WithPrincipal(ctx, p), nil, nil
 	}
-	if principal(ctx) != nil {
+	if p := principal(ctx); p != nil {
+		if s := socketOf(ctx); s != nil {
+			s.connected(p, "")
+		}
 		return ctx, nil, nil
 	}
 	err, _ := ctx.Value(upgradeErrKey{}).(error)
@@ -356,19 +575,81 @@ func (h *Handler) Close(ctx context.Context) error {
 
 // aroundOperation refuses a subscription that did not come over a
 // WebSocket (HTTP would answer only its first event) and gives every
-// other operation its own cache of what its fields read.
+// other operation its own cache of what its fields read. An operation
+// over a WebSocket is authenticated again first (see [Handler.socketOperation]).
 func (h *Handler) aroundOperation(ctx context.Context, next gql.OperationHandler) gql.ResponseHandler {
 	oc := gql.GetOperationContext(ctx)
-	if oc.Operation != nil && oc.Operation.Operation == ast.Subscription {
-		if ctx.Value(webSocketKey{}) == nil {
-			return gql.OneShot(&gql.Response{Errors: gqlerror.List{{
-				Message:    "a subscription needs a WebSocket: connect to this URL with the graphql-transport-ws protocol",
-				Extensions: map[string]any{"code": codeNeedWebSocket},
-			}}})
+	subscription := oc.Operation != nil && oc.Operation.Operation == ast.Subscription
+	if s := socketOf(ctx); s != nil {
+		var refused gql.ResponseHandler
+		if ctx, refused = h.socketOperation(ctx, s); refused != nil {
+			return refused
 		}
+	} else if subscription {
+		return gql.OneShot(&gql.Response{Errors: gqlerror.List{{
+			Message:    "a subscription needs a WebSocket: connect to this URL with the graphql-transport-ws protocol",
+			Extensions: map[string]any{"code": codeNeedWebSocket},
+		}}})
+	}
+	if subscription {
 		return next(ctx)
 	}
 	return next(withCache(ctx))
+}
+
+// socketOperation admits an operation of a WebSocket: it authenticates
+// the caller again, with the credentials the socket connected with, so
+// that the operation runs as the caller is now (a role changed since the
+// socket opened applies), and counts the operation against the socket's
+// limit until it ends. It returns the operation's context, carrying the
+// caller for the resolvers and the stream hub, or what to answer
+// instead. A caller that may no longer call the API is answered an error
+// and the socket is closed (4401 Unauthorized, 4403 Forbidden).
+func (h *Handler) socketOperation(ctx context.Context, s *socket) (context.Context, gql.ResponseHandler) {
+	p, err := h.reauthenticate(ctx, s)
+	if err != nil {
+		code, reason := websocketUnauthorized, "Unauthorized"
+		switch tether.ErrorCode(err) {
+		case tether.EUNAUTHORIZED:
+		case tether.EFORBIDDEN:
+			code, reason = websocketForbidden, "Forbidden"
+		default:
+			h.log.Error("graphql: authenticate again", "err", err)
+			code, reason = websocketInternalError, "the credentials could not be checked again; reconnect"
+		}
+		return ctx, answerThen(errorResponse(err), func() { s.end(code, reason) })
+	}
+	if !s.acquire(h.o.MaxSocketOperations) {
+		return ctx, gql.OneShot(errorResponse(tether.Errorf(tether.ETOOMANY,
+			"this WebSocket already runs %d operations, the most one may; complete one first or open another connection", h.o.MaxSocketOperations)))
+	}
+	// The transport ends an operation's context when the operation ends,
+	// however it ends.
+	context.AfterFunc(ctx, s.release)
+	return stream.WithCaller(WithPrincipal(ctx, p), p), nil
+}
+
+// errorResponse is a response of err alone, with its code in
+// extensions.code.
+func errorResponse(err error) *gql.Response {
+	return &gql.Response{Errors: gqlerror.List{{
+		Message:    tether.ErrorMessage(err),
+		Extensions: map[string]any{"code": tether.ErrorCode(err)},
+	}}}
+}
+
+// answerThen answers resp and, once the transport has sent it, calls
+// then.
+func answerThen(resp *gql.Response, then func()) gql.ResponseHandler {
+	sent := false
+	return func(context.Context) *gql.Response {
+		if !sent {
+			sent = true
+			return resp
+		}
+		then()
+		return nil
+	}
 }
 
 // aroundField turns a resolver's error into what the caller sees: a

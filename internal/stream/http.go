@@ -31,7 +31,9 @@ type Authenticator func(*http.Request) (*tether.Principal, error)
 // Callers need the viewer role; a browser's Origin must be the API's own
 // host. A client that takes no message for the write timeout, or answers
 // no ping within it, is disconnected; clients are pinged every
-// PingInterval.
+// PingInterval. The caller is authenticated again every Recheck; a
+// stream whose caller may no longer have it is closed with status 1008
+// (policy violation) and the reason [RevokedReason].
 func (h *Hub) WebSocket(auth Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := sameOrigin(r); err != nil {
@@ -52,18 +54,17 @@ func (h *Hub) WebSocket(auth Authenticator) http.Handler {
 		}
 		// Clients send nothing but control frames; CloseRead reads
 		// those and ends ctx when the client closes or sends data.
-		ctx, cancel := context.WithCancel(c.CloseRead(r.Context()))
+		ctx, end := context.WithCancelCause(c.CloseRead(r.Context()))
+		cancel := func() { end(nil) }
 		defer cancel()
 		ws := &wsSink{c: c, bc: hj.conn}
-		watched := make(chan struct{})
-		go func() {
-			defer close(watched)
-			h.watch(ctx, cancel, ws)
-		}()
+		var watchers sync.WaitGroup
+		watchers.Go(func() { h.watch(ctx, cancel, ws) })
+		watchers.Go(func() { h.recheck(ctx, end, sub, r, auth, p) })
 		reason := h.serve(ctx, sub, ws, nil)
 		sub.Close()
 		cancel()
-		<-watched
+		watchers.Wait()
 		switch {
 		case ws.slow.Load():
 			h.log.Info("live stream client disconnected: it took no message for the write timeout", "transport", "websocket", "caller", p.Name, "timeout", h.o.WriteTimeout)
@@ -244,7 +245,10 @@ func (h *batchHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // SSE returns the handler of GET /api/v1/stream/sse: the same messages as
 // [Hub.WebSocket] as Server-Sent Events, each with "event: <type>" and
 // its JSON on one "data:" line, and a comment line every Heartbeat. A
-// client that takes nothing for the write timeout is disconnected.
+// client that takes nothing for the write timeout is disconnected. The
+// caller is authenticated again every Recheck; when it may no longer
+// read the stream, an "error" event carries the problem (as the REST API
+// would answer it, code unauthorized or forbidden) and the stream ends.
 func (h *Hub) SSE(auth Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sub, p, ok := h.open(w, r, auth)
@@ -258,10 +262,24 @@ func (h *Hub) SSE(auth Authenticator) http.Handler {
 		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
 		s := &sseSink{w: w, rc: http.NewResponseController(w), timeout: h.o.WriteTimeout}
-		reason := h.serve(r.Context(), sub, s, time.NewTicker(h.o.Heartbeat))
-		if reason.code == websocket.StatusPolicyViolation {
+		ctx, end := context.WithCancelCause(r.Context())
+		defer end(nil)
+		var rechecked sync.WaitGroup
+		rechecked.Go(func() { h.recheck(ctx, end, sub, r, auth, p) })
+		reason := h.serve(ctx, sub, s, time.NewTicker(h.o.Heartbeat))
+		end(nil)
+		rechecked.Wait()
+		switch {
+		case reason.slow:
 			h.log.Info("live stream client disconnected: it took no message for the write timeout", "transport", "sse", "caller", p.Name, "timeout", h.o.WriteTimeout)
 			return
+		case reason.err != nil:
+			// The client is told why, as an error event with the
+			// problem the REST API would answer, and the stream ends.
+			b, _ := json.Marshal(problemOf(reason.err))
+			if s.send("error", b) == nil {
+				_ = s.flush()
+			}
 		}
 		h.log.Debug("live stream ended", "transport", "sse", "caller", p.Name, "reason", reason.text)
 	})
@@ -307,6 +325,72 @@ func (s *sseSink) failed(err error) error {
 type endReason struct {
 	code websocket.StatusCode
 	text string
+	// slow is set when the client took no message for the write timeout;
+	// err when the server ended the stream because its caller may no
+	// longer have it.
+	slow bool
+	err  error
+}
+
+// RevokedReason is the close reason of a WebSocket stream, or GraphQL
+// WebSocket, whose caller signed out, whose API key or user was deleted,
+// or whose role no longer allows it.
+const RevokedReason = "signed out or credential revoked"
+
+// ended is the cause of a stream's context when the server ends it.
+type ended struct{ reason endReason }
+
+func (e *ended) Error() string { return e.reason.text }
+
+// authorize authenticates r's caller and checks that it may read live
+// streams.
+func authorize(r *http.Request, auth Authenticator) (*tether.Principal, error) {
+	p, err := auth(r)
+	if err == nil && !tether.RoleAtLeast(p.Role, tether.RoleViewer) {
+		err = tether.Errorf(tether.EFORBIDDEN, "%s has role %s; live streams need %s", p.Name, p.Role, tether.RoleViewer)
+	}
+	return p, err
+}
+
+// recheck authenticates the caller of a stream again every Recheck, as
+// the request it opened the stream with, until ctx ends. When the caller
+// may no longer read it (signed out, key or user deleted, role below
+// viewer) it ends ctx with an [ended] cause and closes sub, so that serve
+// returns the reason. A check that fails for the node's own fault (the
+// user store is down) ends the stream too, with status 1011: without a
+// check the server cannot tell that the caller still may.
+func (h *Hub) recheck(ctx context.Context, end context.CancelCauseFunc, sub *subscription, r *http.Request, auth Authenticator, was *tether.Principal) {
+	t := time.NewTicker(h.o.Recheck)
+	defer t.Stop()
+	r = r.WithContext(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p, err := authorize(r, auth)
+		if err == nil && (p.TenantID != was.TenantID || p.Kind != was.Kind || p.ID != was.ID) {
+			err = tether.Errorf(tether.EUNAUTHORIZED, "the credentials now name another caller")
+		}
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		var reason endReason
+		switch code := tether.ErrorCode(err); code {
+		case tether.EUNAUTHORIZED, tether.EFORBIDDEN:
+			h.log.Info("live stream closed: its caller may no longer read it", "caller", was.Name, "err", err)
+			reason = endReason{code: websocket.StatusPolicyViolation, text: RevokedReason,
+				err: tether.Errorf(code, "%s: %s", RevokedReason, tether.ErrorMessage(err))}
+		default:
+			h.log.Warn("live stream closed: its caller could not be authenticated again", "caller", was.Name, "err", err)
+			reason = endReason{code: websocket.StatusInternalError, text: "the credentials could not be checked again; reconnect"}
+			reason.err = tether.Errorf(tether.EUNAVAILABLE, "%s", reason.text)
+		}
+		end(&ended{reason})
+		sub.Close()
+		return
+	}
 }
 
 // serve sends the ready message, then every event of sub, until the
@@ -318,11 +402,17 @@ func (h *Hub) serve(ctx context.Context, sub *subscription, out sink, heartbeat 
 		defer heartbeat.Stop()
 		beat = heartbeat.C
 	}
+	gone := func() endReason {
+		if e := (*ended)(nil); errors.As(context.Cause(ctx), &e) {
+			return e.reason
+		}
+		return endReason{code: websocket.StatusNormalClosure, text: "client gone"}
+	}
 	failed := func(err error) endReason {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return endReason{websocket.StatusPolicyViolation, "too slow: took no message for " + h.o.WriteTimeout.String()}
+			return endReason{code: websocket.StatusPolicyViolation, text: "too slow: took no message for " + h.o.WriteTimeout.String(), slow: true}
 		}
-		return endReason{websocket.StatusNormalClosure, "client gone"}
+		return gone()
 	}
 	if err := out.send("ready", readyMessage); err != nil {
 		return failed(err)
@@ -337,9 +427,9 @@ func (h *Hub) serve(ctx context.Context, sub *subscription, out sink, heartbeat 
 		switch {
 		case closed:
 			if ctx.Err() != nil {
-				return endReason{websocket.StatusNormalClosure, "client gone"}
+				return gone()
 			}
-			return endReason{websocket.StatusGoingAway, "the server is shutting down"}
+			return endReason{code: websocket.StatusGoingAway, text: "the server is shutting down"}
 		case !ok:
 			select {
 			case <-sub.ready:
@@ -348,7 +438,7 @@ func (h *Hub) serve(ctx context.Context, sub *subscription, out sink, heartbeat 
 					return failed(err)
 				}
 			case <-ctx.Done():
-				return endReason{websocket.StatusNormalClosure, "client gone"}
+				return gone()
 			}
 			continue
 		}
@@ -366,10 +456,7 @@ func (h *Hub) serve(ctx context.Context, sub *subscription, out sink, heartbeat 
 // open authenticates and authorizes the caller, reads the filter and
 // subscribes; on failure it has answered with a problem.
 func (h *Hub) open(w http.ResponseWriter, r *http.Request, auth Authenticator) (*subscription, *tether.Principal, bool) {
-	p, err := auth(r)
-	if err == nil && !tether.RoleAtLeast(p.Role, tether.RoleViewer) {
-		err = tether.Errorf(tether.EFORBIDDEN, "%s has role %s; live streams need %s", p.Name, p.Role, tether.RoleViewer)
-	}
+	p, err := authorize(r, auth)
 	if err != nil {
 		if tether.ErrorCode(err) == tether.EUNAUTHORIZED {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tether"`)
@@ -383,8 +470,9 @@ func (h *Hub) open(w http.ResponseWriter, r *http.Request, auth Authenticator) (
 		return nil, nil, false
 	}
 	// The subscription lives as long as the request; the handler closes
-	// it sooner when the stream ends.
-	sub, err := h.subscribe(r.Context(), p.TenantID, f)
+	// it sooner when the stream ends. It counts against the caller's
+	// limit.
+	sub, err := h.subscribe(WithCaller(r.Context(), p), p.TenantID, f)
 	if err != nil {
 		writeProblem(w, err)
 		return nil, nil, false
@@ -426,13 +514,18 @@ type problem struct {
 	Code   string `json:"code"`
 }
 
-func writeProblem(w http.ResponseWriter, err error) {
+func problemOf(err error) problem {
 	code := tether.ErrorCode(err)
 	status, ok := statuses[code]
 	if !ok {
 		code, status = tether.EINTERNAL, http.StatusInternalServerError
 	}
+	return problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: tether.ErrorMessage(err), Code: code}
+}
+
+func writeProblem(w http.ResponseWriter, err error) {
+	p := problemOf(err)
 	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: tether.ErrorMessage(err), Code: code})
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
 }

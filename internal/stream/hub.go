@@ -40,6 +40,15 @@ type Options struct {
 	CacheSize int
 	// MaxSubscribers bounds the subscriptions of the hub (1,000).
 	MaxSubscribers int
+	// MaxPerCaller bounds the subscriptions of one caller, as named by
+	// [WithCaller] (32), and MaxPerTenant those of one tenant (500), so
+	// that one API key, or one tenant, cannot take every slot of the node.
+	MaxPerCaller int
+	MaxPerTenant int
+	// Recheck is how often the WebSocket and SSE handlers authenticate a
+	// stream's caller again (30 s): a stream whose caller signed out, or
+	// whose key or user was deleted or lost its role, ends within it.
+	Recheck time.Duration
 	// WriteTimeout is how long the WebSocket and SSE handlers wait for a
 	// client to take one message before they close its connection (10 s).
 	WriteTimeout time.Duration
@@ -66,10 +75,13 @@ func (o *Options) setDefaults() {
 	def(&o.Queue, 8192)
 	def(&o.CacheSize, 10000)
 	def(&o.MaxSubscribers, 1000)
+	def(&o.MaxPerCaller, 32)
+	def(&o.MaxPerTenant, 500)
 	defDur(&o.CacheTTL, 30*time.Second)
 	defDur(&o.WriteTimeout, 10*time.Second)
 	defDur(&o.PingInterval, 30*time.Second)
 	defDur(&o.Heartbeat, 15*time.Second)
+	defDur(&o.Recheck, 30*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -97,6 +109,7 @@ type Hub struct {
 	mu      sync.RWMutex
 	tenants map[string]*tenantSubs // replaced, never changed, so the dispatcher reads it without the lock
 	count   int
+	callers map[string]int // subscriptions by caller (see WithCaller)
 	closed  bool
 
 	done    chan struct{} // closed by Close
@@ -131,8 +144,8 @@ func NewHub(o Options) *Hub {
 	o.setDefaults()
 	h := &Hub{
 		o: o, log: o.Logger, queue: make(chan Event, o.Queue), now: time.Now,
-		tenants: map[string]*tenantSubs{},
-		done:    make(chan struct{}), stopped: make(chan struct{}),
+		tenants: map[string]*tenantSubs{}, callers: map[string]int{},
+		done: make(chan struct{}), stopped: make(chan struct{}),
 		cache: map[deviceKey]cachedDevice{},
 	}
 	go h.dispatch()
@@ -186,8 +199,29 @@ func (h *Hub) Publish(ev Event) {
 	}
 }
 
+// callerKey is the context key of [WithCaller].
+type callerKey struct{}
+
+// WithCaller returns ctx naming the caller on whose behalf
+// [Hub.Subscribe] is called, so that the hub counts the subscription
+// against the caller's MaxPerCaller. A subscription of a ctx without a
+// caller counts only against the tenant's and the node's limits.
+func WithCaller(ctx context.Context, p *tether.Principal) context.Context {
+	if p == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, callerKey{}, p.TenantID+"/"+p.Source())
+}
+
+func callerOf(ctx context.Context) string {
+	c, _ := ctx.Value(callerKey{}).(string)
+	return c
+}
+
 // Subscribe starts a subscription of tenant's events that f selects. It
-// ends when ctx is done or it is closed.
+// ends when ctx is done or it is closed. It is refused with ETOOMANY when
+// the node, the tenant or the caller (see [WithCaller]) has as many
+// subscriptions as the hub allows.
 func (h *Hub) Subscribe(ctx context.Context, tenant string, f Filter) (Subscription, error) {
 	s, err := h.subscribe(ctx, tenant, f)
 	if err != nil {
@@ -204,19 +238,30 @@ func (h *Hub) subscribe(ctx context.Context, tenant string, f Filter) (*subscrip
 	if m.needsDevice() && h.o.Devices == nil {
 		return nil, tether.Errorf(tether.EUNAVAILABLE, "this node cannot filter live events by labels or profile")
 	}
-	s := &subscription{h: h, tenant: tenant, m: m, ring: make([]item, h.o.Buffer), ready: make(chan struct{}, 1)}
+	caller := callerOf(ctx)
+	s := &subscription{h: h, tenant: tenant, caller: caller, m: m, ring: make([]item, h.o.Buffer), ready: make(chan struct{}, 1)}
 	h.mu.Lock()
+	old := h.tenants[tenant]
 	switch {
 	case h.closed:
 		h.mu.Unlock()
 		return nil, tether.Errorf(tether.EUNAVAILABLE, "the node is shutting down")
+	case caller != "" && h.callers[caller] >= h.o.MaxPerCaller:
+		h.mu.Unlock()
+		return nil, tether.Errorf(tether.ETOOMANY, "you already have %d live streams and subscriptions open, the most one caller may; close one first", h.o.MaxPerCaller)
+	case old != nil && len(old.subs) >= h.o.MaxPerTenant:
+		h.mu.Unlock()
+		return nil, tether.Errorf(tether.ETOOMANY, "your tenant already has %d live streams and subscriptions open, the most one tenant may; close one first", h.o.MaxPerTenant)
 	case h.count >= h.o.MaxSubscribers:
 		h.mu.Unlock()
 		return nil, tether.Errorf(tether.ETOOMANY, "this node already serves %d live streams; try again later", h.o.MaxSubscribers)
 	}
 	h.count++
+	if caller != "" {
+		h.callers[caller]++
+	}
 	next := &tenantSubs{}
-	if old := h.tenants[tenant]; old != nil {
+	if old != nil {
 		*next = *old
 	}
 	next.subs = append(slices.Clip(next.subs), s)
@@ -261,6 +306,11 @@ func (h *Hub) remove(s *subscription) bool {
 	s.m.addKinds(&next.kinds, -1)
 	h.setTenant(s.tenant, next)
 	h.count--
+	if s.caller != "" {
+		if h.callers[s.caller]--; h.callers[s.caller] <= 0 {
+			delete(h.callers, s.caller)
+		}
+	}
 	return true
 }
 
@@ -276,6 +326,7 @@ func (h *Hub) Close() {
 	tenants := h.tenants
 	h.tenants = map[string]*tenantSubs{}
 	h.count = 0
+	clear(h.callers)
 	h.mu.Unlock()
 	for _, ts := range tenants {
 		for _, s := range ts.subs {
@@ -440,6 +491,7 @@ type item struct {
 type subscription struct {
 	h      *Hub
 	tenant string
+	caller string // "" if the subscriber named none
 	m      matcher
 	ready  chan struct{}
 
