@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/tether-iot/tether"
+	"github.com/tether-iot/tether/internal/limit"
 )
 
 // Users is what the API needs of the user service: sign-in, sessions and
@@ -86,15 +88,65 @@ func checkCSRF(r *http.Request, sess *tether.Session) error {
 	return nil
 }
 
+// Password checks, each a slow hash, are rationed per client address
+// before the user service sees them: a person signs in a few times at
+// most, a script guessing passwords or flooding the hash queue many
+// times a second. The user service's lockout bounds the guesses per
+// e-mail address; this bounds the work per client, so that one client
+// cannot keep everyone else's sign-ins waiting.
+const (
+	passwordChecksPerSecond = 2
+	passwordCheckBurst      = 20
+	// maxLoginBody bounds a sign-in's body: an address of 254 bytes
+	// and a password of 256, escaped, fit many times over.
+	maxLoginBody = 8 << 10
+)
+
+// clientAddr is the key of a request's client for rationing: the IP
+// address of the connection's other end. Behind a reverse proxy that is
+// the proxy's, shared by every client; such a deployment needs the
+// proxy's X-Forwarded-For, trusted only from the proxy, which this does
+// not read yet.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// rationed refuses a request over its client's ration of password
+// checks with ETOOMANY and a Retry-After header.
+func rationed(w http.ResponseWriter, r *http.Request, l *limit.Keyed) error {
+	key := clientAddr(r)
+	if l.Allow(key) {
+		return nil
+	}
+	return retryAfter(w, &retryError{
+		tether.Errorf(tether.ETOOMANY, "too many password checks from your address; try again in a moment"),
+		max(l.RetryAfter(key), time.Second)})
+}
+
+// retryError is an error with a time to try again.
+type retryError struct {
+	err   *tether.Error
+	after time.Duration
+}
+
+func (e *retryError) Error() string             { return e.err.Error() }
+func (e *retryError) Unwrap() error             { return e.err }
+func (e *retryError) RetryAfter() time.Duration { return e.after }
+
 // userRoutes registers sign-in, sessions, users and API keys. Signing in
 // and out and reading the session are public: they work with the cookie
 // (or nothing) rather than with an authorized caller.
 func (s *Server) userRoutes(mux *http.ServeMux, add addRoute) {
-	mux.Handle("POST /api/v1/auth/login", s.public(s.login))
+	checks := limit.New(passwordChecksPerSecond, passwordCheckBurst)
+	mux.Handle("POST /api/v1/auth/login", s.public(s.login(checks)))
 	mux.Handle("POST /api/v1/auth/logout", s.public(s.logout))
 	mux.Handle("GET /api/v1/auth/session", s.public(s.session))
 	users := s.sv.Users != nil
-	add(tether.RoleViewer, "POST /api/v1/auth/password", needs(users, "user", s.changePassword))
+	add(tether.RoleViewer, "POST /api/v1/auth/password", needs(users, "user", s.changePassword(checks)))
 
 	add(tether.RoleAdmin, "GET /api/v1/users", needs(users, "user", s.listUsers))
 	add(tether.RoleAdmin, "POST /api/v1/users", needs(users, "user", s.createUser))
@@ -146,12 +198,22 @@ func writeSession(w http.ResponseWriter, u *tether.User, sess *tether.Session) e
 	return writeJSON(w, http.StatusOK, sessionView{u, sess.CSRFToken, sess.ExpiresAt})
 }
 
-func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+// login signs in, within the client's ration of password checks.
+func (s *Server) login(checks *limit.Keyed) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := rationed(w, r, checks); err != nil {
+			return err
+		}
+		return s.signIn(w, r)
+	}
+}
+
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		Email    string `json:"email"`
 		Password string `json:"password"`
 	}
-	if err := decodeBody(r, &in); err != nil {
+	if err := decodeBodyLimit(r, &in, maxLoginBody); err != nil {
 		return err
 	}
 	u, sess, cookie, err := s.sv.Users.Login(r.Context(), in.Email, in.Password)
@@ -219,17 +281,24 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) error {
 	return writeSession(w, u, sess)
 }
 
-func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, p *tether.Principal) error {
-	var in struct {
-		Current string `json:"current_password"`
-		New     string `json:"new_password"`
+// changePassword sets the caller's password, within the client's ration
+// of password checks.
+func (s *Server) changePassword(checks *limit.Keyed) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *tether.Principal) error {
+		if err := rationed(w, r, checks); err != nil {
+			return err
+		}
+		var in struct {
+			Current string `json:"current_password"`
+			New     string `json:"new_password"`
+		}
+		if err := decodeBodyLimit(r, &in, maxLoginBody); err != nil {
+			return err
+		}
+		if err := s.sv.Users.ChangePassword(r.Context(), p, in.Current, in.New); err != nil {
+			return retryAfter(w, err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
-	if err := decodeBody(r, &in); err != nil {
-		return err
-	}
-	if err := s.sv.Users.ChangePassword(r.Context(), p, in.Current, in.New); err != nil {
-		return retryAfter(w, err)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }

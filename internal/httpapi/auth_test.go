@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,6 +450,92 @@ func TestAuthWithoutUserService(t *testing.T) {
 	if r := b.do("GET", "/api/v1/devices", nil); r.status != http.StatusUnauthorized || !strings.Contains(r.problem().Detail, "API key") {
 		t.Errorf("nothing: %d %s", r.status, r.body)
 	}
+}
+
+// countingUsers counts the sign-ins that reach the user service.
+type countingUsers struct {
+	userService
+	logins atomic.Int64
+}
+
+// userService names the embedded service so that the field is not
+// called Users, the name of one of its methods.
+type userService = httpapi.Users
+
+func (c *countingUsers) Login(ctx context.Context, email, password string) (*tether.User, *tether.Session, string, error) {
+	c.logins.Add(1)
+	return c.userService.Login(ctx, email, password)
+}
+
+// TestAuthPasswordChecksRationed checks that a client over its ration of
+// sign-ins gets 429 with Retry-After before the user service is asked,
+// that another client's ration is its own, and that a sign-in body is
+// small: each such sign-in would cost a slow password hash.
+func TestAuthPasswordChecksRationed(t *testing.T) {
+	sv, _, _ := fakeServices()
+	users := &countingUsers{userService: sv.Users}
+	sv.Users = users
+	srv, err := httpapi.New(fakeRegistry{}, fakeTelemetry{}, fakeIngestor{}, fakeStats{}, httpapi.Options{
+		Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), Services: sv,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	h := srv.Handler()
+	login := func(from, email, password string) *httptest.ResponseRecorder {
+		body, _ := json.Marshal(map[string]string{"email": email, "password": password})
+		req := httptest.NewRequest("POST", "/api/v1/auth/login", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.RemoteAddr = from
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+
+	t.Run("a client's sign-ins beyond its burst are 429 with Retry-After, unseen by the user service", func(t *testing.T) {
+		checked, refused := 0, 0
+		for range 60 {
+			w := login("192.0.2.1:40000", fakeUser(tether.RoleViewer), "a wrong password")
+			switch w.Code {
+			case http.StatusUnauthorized:
+				checked++
+			case http.StatusTooManyRequests:
+				refused++
+				var p httpapi.Problem
+				_ = json.Unmarshal(w.Body.Bytes(), &p)
+				if secs, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || secs < 1 || p.Code != tether.ETOOMANY {
+					t.Fatalf("Retry-After %q, %s", w.Header().Get("Retry-After"), w.Body)
+				}
+			default:
+				t.Fatalf("%d %s", w.Code, w.Body)
+			}
+		}
+		// The burst, and what refilled while the loop ran.
+		if checked < 20 || checked > 25 || refused != 60-checked {
+			t.Errorf("%d checked, %d refused", checked, refused)
+		}
+		if n := users.logins.Load(); n != int64(checked) {
+			t.Errorf("the user service was asked %d times, for %d answers", n, checked)
+		}
+	})
+	t.Run("another client, on another port or address, has its own ration", func(t *testing.T) {
+		if w := login("192.0.2.1:40001", fakeUser(tether.RoleViewer), fakePassword); w.Code != http.StatusTooManyRequests {
+			t.Errorf("the same address from another port: %d %s", w.Code, w.Body)
+		}
+		if w := login("[2001:db8::1]:40000", fakeUser(tether.RoleViewer), fakePassword); w.Code != http.StatusOK {
+			t.Errorf("another address: %d %s", w.Code, w.Body)
+		}
+	})
+	t.Run("a sign-in body over 8 KiB is 413, unseen by the user service", func(t *testing.T) {
+		before := users.logins.Load()
+		if w := login("192.0.2.2:40000", strings.Repeat("a", 100_000)+"@example.com", fakePassword); w.Code != http.StatusRequestEntityTooLarge {
+			t.Errorf("%d %s", w.Code, w.Body)
+		}
+		if users.logins.Load() != before {
+			t.Error("the user service was asked")
+		}
+	})
 }
 
 func mustURL(t *testing.T, s string) *url.URL {

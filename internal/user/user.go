@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tether-iot/tether"
@@ -38,9 +39,16 @@ type Store interface {
 	// DeleteUser refuses to delete the tenant's last admin.
 	DeleteUser(ctx context.Context, tenantID, id string) error
 
-	RecordLoginFailure(ctx context.Context, id string, now time.Time, count func(failures int, last *time.Time) (int, *time.Time)) error
+	// RecordLoginAttempt counts a sign-in attempt before its password
+	// is checked, applying count in the transaction that reads the lock;
+	// if the user is locked at now it counts nothing and returns the
+	// lock's end instead.
+	RecordLoginAttempt(ctx context.Context, id string, now time.Time, count func(attempts int, last *time.Time) (int, *time.Time)) (*time.Time, error)
+	// RecordLogin forgets the attempts and lifts a lock.
 	RecordLogin(ctx context.Context, id string, at time.Time) error
-	RecordUnknownLoginFailure(ctx context.Context, email string, now time.Time, count func(failures int, last *time.Time) (int, *time.Time)) error
+	// RecordUnknownLoginAttempt is RecordLoginAttempt for an address no
+	// user has; it keeps the counts of at most keep such addresses.
+	RecordUnknownLoginAttempt(ctx context.Context, email string, now time.Time, keep int, count func(attempts int, last *time.Time) (int, *time.Time)) (*time.Time, error)
 	UnknownLoginLock(ctx context.Context, email string) (*time.Time, error)
 
 	CreateSession(ctx context.Context, s *tether.Session, idleSince time.Time, maxPerUser int) error
@@ -54,7 +62,9 @@ type Options struct {
 	// Params are the argon2id costs of new hashes (DefaultParams).
 	Params Params
 	// MaxFailures wrong passwords in a row (5), none more than a day
-	// apart, lock sign-in for LockFor (15 minutes).
+	// apart, lock sign-in for LockFor (15 minutes). An attempt counts
+	// before its password is checked, so that attempts made at once
+	// cannot get more passwords checked: see [Service.Login].
 	MaxFailures int
 	LockFor     time.Duration
 	// IdleTimeout ends a session not used for that long (12 hours);
@@ -62,9 +72,14 @@ type Options struct {
 	IdleTimeout time.Duration
 	MaxAge      time.Duration
 	// MaxConcurrentHashes bounds the argon2id computations running at
-	// once (2); each takes Params.Memory. A sign-in that waits longer
-	// than HashWait (5 s) for its turn is refused with ETOOMANY.
+	// once (2); each takes Params.Memory. At most MaxHashQueue more (4
+	// times MaxConcurrentHashes) wait for their turn; one more is
+	// refused at once, and one that waits longer than HashWait (5 s) is
+	// refused then, both with ETOOMANY and a RetryAfter method. The
+	// queue is short so that a storm of sign-ins is refused quickly
+	// rather than holding every request for seconds.
 	MaxConcurrentHashes int
+	MaxHashQueue        int
 	HashWait            time.Duration
 	// Now is the clock (time.Now).
 	Now    func() time.Time
@@ -75,8 +90,10 @@ type Options struct {
 type Service struct {
 	store Store
 	o     Options
-	// sem holds a token for each argon2id computation running.
-	sem chan struct{}
+	// sem holds a token for each argon2id computation running; queued
+	// counts those running and those waiting for a token.
+	sem    chan struct{}
+	queued atomic.Int64
 	// dummy is a hash no password matches, verified when the e-mail
 	// address is unknown, so that the time an answer takes does not
 	// tell whether a user has the address.
@@ -101,6 +118,13 @@ const (
 	// maxSessionsPerUser bounds a user's sessions; signing in beyond it
 	// ends the oldest.
 	maxSessionsPerUser = 50
+	// unknownAddressesKept bounds the addresses no user has whose
+	// failed sign-ins the store counts; beyond it the oldest counts go.
+	// Each is a row of about a hundred bytes.
+	unknownAddressesKept = 10000
+	// maxEmailBytes is the longest e-mail address (RFC 5321's path
+	// limit less its angle brackets).
+	maxEmailBytes = 254
 )
 
 // New returns the user service over store.
@@ -122,6 +146,9 @@ func New(store Store, o Options) *Service {
 	}
 	if o.MaxConcurrentHashes <= 0 {
 		o.MaxConcurrentHashes = 2
+	}
+	if o.MaxHashQueue <= 0 {
+		o.MaxHashQueue = 4 * o.MaxConcurrentHashes
 	}
 	if o.HashWait <= 0 {
 		o.HashWait = 5 * time.Second
@@ -167,53 +194,86 @@ func (e *LockedError) Unwrap() error { return e.err }
 // RetryAfter is how long the lock lasts.
 func (e *LockedError) RetryAfter() time.Duration { return e.retry }
 
+// busyError refuses a hash when too many wait for their turn. Its code
+// is ETOOMANY; RetryAfter is a second, about the time the queue takes.
+type busyError struct{ err *tether.Error }
+
+func (e *busyError) Error() string { return e.err.Error() }
+func (e *busyError) Unwrap() error { return e.err }
+
+// RetryAfter is when to try again.
+func (*busyError) RetryAfter() time.Duration { return time.Second }
+
+var errBusy = &busyError{tether.Errorf(tether.ETOOMANY, "too many sign-ins at once; try again in a moment")}
+
 // hash computes an argon2id hash in its turn.
 func (s *Service) hash(ctx context.Context, password string) (string, error) {
 	var h string
-	err := s.inTurn(ctx, func() { h = HashPassword(password, s.o.Params) })
+	err := s.inTurn(ctx, func() error { h = HashPassword(password, s.o.Params); return nil })
 	return h, err
 }
 
-// verify checks a password against a hash in its turn.
-func (s *Service) verify(ctx context.Context, password, hash string) (bool, error) {
-	var (
-		ok  bool
-		err error
-	)
-	if terr := s.inTurn(ctx, func() { ok, err = VerifyPassword(password, hash) }); terr != nil {
-		return false, terr
-	}
+// attempt counts a sign-in attempt with record and then, unless record
+// returns a lock, checks password against hash. Both happen in one hash
+// turn, the count first: a lock that a concurrent attempt set, on any
+// node, after the caller last read the user is seen here, and an
+// attempt refused for want of a turn is not counted.
+func (s *Service) attempt(ctx context.Context, password, hash string, record func(now time.Time) (*time.Time, error)) (bool, error) {
+	var ok bool
+	err := s.inTurn(ctx, func() error {
+		now := s.now()
+		locked, err := record(now)
+		if err != nil {
+			return err
+		}
+		if locked != nil {
+			return lockedError(*locked, now)
+		}
+		if ok, err = VerifyPassword(password, hash); err != nil {
+			return fmt.Errorf("verify the password: %w", err)
+		}
+		return nil
+	})
 	return ok, err
 }
 
-// inTurn runs f once fewer than MaxConcurrentHashes others run.
-func (s *Service) inTurn(ctx context.Context, f func()) error {
+// inTurn runs f once fewer than MaxConcurrentHashes others run, unless
+// MaxHashQueue others wait already or the turn takes longer than
+// HashWait to come.
+func (s *Service) inTurn(ctx context.Context, f func() error) error {
+	defer s.queued.Add(-1)
+	if s.queued.Add(1) > int64(s.o.MaxConcurrentHashes+s.o.MaxHashQueue) {
+		return errBusy
+	}
 	t := time.NewTimer(s.o.HashWait)
 	defer t.Stop()
 	select {
 	case s.sem <- struct{}{}:
 	case <-t.C:
-		return tether.Errorf(tether.ETOOMANY, "too many sign-ins at once; try again in a moment")
+		return errBusy
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	defer func() { <-s.sem }()
-	f()
-	return nil
+	return f()
 }
 
-// countFailure is the lockout rule the store applies atomically.
-func (s *Service) countFailure(now time.Time) func(int, *time.Time) (int, *time.Time) {
-	return func(failures int, last *time.Time) (int, *time.Time) {
+// countAttempt is the lockout rule the store applies atomically, to
+// every attempt before its password is checked: the MaxFailures-th
+// attempt since the last success, lock or a day without attempts locks
+// sign-in, and is itself still checked. A right password then lifts the
+// lock again (RecordLogin); a wrong one needs no more recording.
+func (s *Service) countAttempt(now time.Time) func(int, *time.Time) (int, *time.Time) {
+	return func(attempts int, last *time.Time) (int, *time.Time) {
 		if last == nil || now.Sub(*last) > forgetFailures {
-			failures = 0
+			attempts = 0
 		}
-		failures++
-		if failures >= s.o.MaxFailures {
+		attempts++
+		if attempts >= s.o.MaxFailures {
 			until := now.Add(s.o.LockFor)
 			return 0, &until
 		}
-		return failures, nil
+		return attempts, nil
 	}
 }
 
@@ -224,8 +284,11 @@ func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSp
 // checkEmail returns an EINVALID error unless email (normalized) is a
 // plain address, local@domain, of at most 254 bytes.
 func checkEmail(email string) error {
+	if len(email) > maxEmailBytes || !strings.Contains(email, "@") {
+		return tether.Errorf(tether.EINVALID, "%q is not an e-mail address (name@example.com)", truncate(email))
+	}
 	a, err := mail.ParseAddress(email)
-	if err != nil || a.Name != "" || a.Address != email || len(email) > 254 || !strings.Contains(email, "@") {
+	if err != nil || a.Name != "" || a.Address != email {
 		return tether.Errorf(tether.EINVALID, "%q is not an e-mail address (name@example.com)", truncate(email))
 	}
 	return nil
@@ -241,39 +304,54 @@ func truncate(s string) string {
 // Login checks an e-mail address and password and starts a session. It
 // returns the user, the session and the cookie value that carries it.
 // Wrong credentials are EUNAUTHORIZED with one message whether or not
-// the address belongs to a user, and take the same time; after
-// MaxFailures failures in a row sign-in is locked (a [*LockedError]),
-// for addresses that belong to no user too.
+// the address belongs to a user, and take the same time; so is an
+// address that is not one (local@domain, at most 254 bytes) or a
+// password over MaxPasswordBytes, refused before the store is asked or
+// a hash computed.
+//
+// After MaxFailures failures in a row sign-in is locked (a
+// [*LockedError]), for addresses that belong to no user too. Every
+// attempt is counted in the store, in the transaction that reads the
+// lock, before its password is checked; so of the attempts for one
+// address since its last successful sign-in or lock, on any number of
+// nodes and however many at once, at most MaxFailures have their
+// password checked, and every later one is refused with the lock,
+// including one with the right password that was waiting for its turn
+// when the lock was set. One of those MaxFailures that has the right
+// password signs in and lifts the lock.
 func (s *Service) Login(ctx context.Context, email, password string) (*tether.User, *tether.Session, string, error) {
 	email = NormalizeEmail(email)
 	if email == "" || password == "" {
 		return nil, nil, "", tether.Errorf(tether.EINVALID, "send an e-mail address and a password")
 	}
-	if len(password) > MaxPasswordBytes {
+	// No user has such an address (CreateUser checks it), so this says
+	// nothing about users; it keeps arbitrary strings out of the store
+	// and off the hashing queue.
+	if len(password) > MaxPasswordBytes || checkEmail(email) != nil {
 		return nil, nil, "", errBadLogin
 	}
-	now := s.now()
 	u, err := s.store.UserByEmail(ctx, email)
 	if tether.ErrorCode(err) == tether.ENOTFOUND {
-		return nil, nil, "", s.unknownLogin(ctx, email, password, now)
+		return nil, nil, "", s.unknownLogin(ctx, email, password)
 	}
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if u.LockedUntil != nil && now.Before(*u.LockedUntil) {
+	// A lock already known costs neither a turn nor a write.
+	if now := s.now(); u.LockedUntil != nil && now.Before(*u.LockedUntil) {
 		return nil, nil, "", lockedError(*u.LockedUntil, now)
 	}
-	ok, err := s.verify(ctx, password, u.PasswordHash)
+	ok, err := s.attempt(ctx, password, u.PasswordHash, func(now time.Time) (*time.Time, error) {
+		return s.store.RecordLoginAttempt(ctx, u.ID, now, s.countAttempt(now))
+	})
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("login %s: %w", u.ID, err)
+		return nil, nil, "", err
 	}
 	if !ok {
-		if err := s.store.RecordLoginFailure(ctx, u.ID, now, s.countFailure(now)); err != nil {
-			return nil, nil, "", err
-		}
 		s.o.Logger.Info("sign-in failed: wrong password", "user", u.ID)
 		return nil, nil, "", errBadLogin
 	}
+	now := s.now()
 	if err := s.store.RecordLogin(ctx, u.ID, now); err != nil {
 		return nil, nil, "", err
 	}
@@ -288,18 +366,17 @@ func (s *Service) Login(ctx context.Context, email, password string) (*tether.Us
 
 // unknownLogin answers a sign-in with an address no user has as a wrong
 // password is answered: the same hash work, the same count and lock.
-func (s *Service) unknownLogin(ctx context.Context, email, password string, now time.Time) error {
+func (s *Service) unknownLogin(ctx context.Context, email, password string) error {
 	locked, err := s.store.UnknownLoginLock(ctx, email)
 	if err != nil {
 		return err
 	}
-	if locked != nil && now.Before(*locked) {
+	if now := s.now(); locked != nil && now.Before(*locked) {
 		return lockedError(*locked, now)
 	}
-	if _, err := s.verify(ctx, password, s.dummy); err != nil {
-		return err
-	}
-	if err := s.store.RecordUnknownLoginFailure(ctx, email, now, s.countFailure(now)); err != nil {
+	if _, err := s.attempt(ctx, password, s.dummy, func(now time.Time) (*time.Time, error) {
+		return s.store.RecordUnknownLoginAttempt(ctx, email, now, unknownAddressesKept, s.countAttempt(now))
+	}); err != nil {
 		return err
 	}
 	s.o.Logger.Info("sign-in failed: unknown e-mail address")
@@ -374,18 +451,19 @@ func (s *Service) ChangePassword(ctx context.Context, p *tether.Principal, curre
 	if err != nil {
 		return err
 	}
-	now := s.now()
-	if u.LockedUntil != nil && now.Before(*u.LockedUntil) {
+	if now := s.now(); u.LockedUntil != nil && now.Before(*u.LockedUntil) {
 		return lockedError(*u.LockedUntil, now)
 	}
-	ok, err := s.verify(ctx, current, u.PasswordHash)
+	// Counted as a sign-in attempt, as Login counts it. The new
+	// password's hash forgets the count; should that hash or the update
+	// fail, the attempt stays counted, as a failure.
+	ok, err := s.attempt(ctx, current, u.PasswordHash, func(now time.Time) (*time.Time, error) {
+		return s.store.RecordLoginAttempt(ctx, u.ID, now, s.countAttempt(now))
+	})
 	if err != nil {
-		return fmt.Errorf("change password of %s: %w", u.ID, err)
+		return err
 	}
 	if !ok {
-		if err := s.store.RecordLoginFailure(ctx, u.ID, now, s.countFailure(now)); err != nil {
-			return err
-		}
 		return tether.Errorf(tether.EFORBIDDEN, "the current password is wrong")
 	}
 	h, err := s.hash(ctx, next)

@@ -443,7 +443,9 @@ func TestLockout(t *testing.T) {
 		locked(t, err)
 	})
 	t.Run("concurrent failures all count", func(t *testing.T) {
-		e := newEnv(t, user.Options{MaxFailures: 20})
+		// A queue long enough that no attempt is refused for want of a
+		// hash turn, which would not count.
+		e := newEnv(t, user.Options{MaxFailures: 20, MaxHashQueue: 20})
 		e.create(t, "alice@example.com", tether.RoleViewer)
 		var wg sync.WaitGroup
 		for range 20 {

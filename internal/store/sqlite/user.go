@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -14,8 +16,10 @@ import (
 // user service (internal/user) decides the rules: password hashing,
 // lockout, session lifetimes. The store keeps what those rules need
 // atomic: the last admin of a tenant cannot be removed or demoted, a
-// failure is counted in the transaction that reads the count, and a
-// password or role change ends sessions in the transaction that makes it.
+// sign-in attempt is counted in the transaction that reads the count and
+// the lock, and a password or role change ends sessions in the
+// transaction that makes it. login_failures keys its rows by the SHA-256
+// of the address (loginFailureKey), whatever its column's name says.
 
 const userColumns = `id, tenant_id, email, role, password_hash, failed_logins, locked_until, created_at, last_login_at`
 
@@ -200,34 +204,45 @@ func (db *DB) DeleteUser(ctx context.Context, tenantID, id string) error {
 	return nil
 }
 
-// RecordLoginFailure counts a wrong password of the user at now. count
-// decides, from the failures counted so far and the time of the last one
-// (nil if none), the new count and until when to lock the user (nil: no
-// new lock). The user service owns that rule; the store runs it inside
-// the transaction that stores its result, so that concurrent failures, on
-// any node, are all counted. A missing user is ENOTFOUND.
-func (db *DB) RecordLoginFailure(ctx context.Context, id string, now time.Time, count func(failures int, last *time.Time) (int, *time.Time)) error {
+// RecordLoginAttempt counts a sign-in attempt of the user at now,
+// before its password is checked, unless sign-in is locked at now: then
+// it counts nothing and returns until when. count decides, from the
+// attempts counted so far and the time of the last one (nil if none),
+// the new count and until when to lock the user (nil: no new lock). The
+// user service owns that rule; the store runs it inside the transaction
+// that reads the lock and stores the result, so that however many
+// attempts arrive at once, on however many nodes, only those counted
+// before the lock have their password checked. A successful sign-in
+// (RecordLogin) forgets the count. A missing user is ENOTFOUND.
+func (db *DB) RecordLoginAttempt(ctx context.Context, id string, now time.Time, count func(attempts int, last *time.Time) (int, *time.Time)) (*time.Time, error) {
+	var refused *time.Time
 	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		refused = nil
 		var (
-			n    int
-			last sql.NullInt64
+			n            int
+			last, locked sql.NullInt64
 		)
-		err := tx.QueryRowContext(ctx, "SELECT failed_logins, last_failed_at FROM users WHERE id = ?", id).Scan(&n, &last)
+		err := tx.QueryRowContext(ctx, "SELECT failed_logins, last_failed_at, locked_until FROM users WHERE id = ?", id).
+			Scan(&n, &last, &locked)
 		if errors.Is(err, sql.ErrNoRows) {
 			return userNotFound(id)
 		}
 		if err != nil {
 			return err
 		}
-		n, locked := count(n, timePtr(last))
+		if l := timePtr(locked); l != nil && now.Before(*l) {
+			refused = l
+			return nil
+		}
+		n, until := count(n, timePtr(last))
 		_, err = tx.ExecContext(ctx, `UPDATE users SET failed_logins = ?, last_failed_at = ?,
-			locked_until = coalesce(?, locked_until) WHERE id = ?`, n, nanos(now), nullNanos(locked), id)
+			locked_until = coalesce(?, locked_until) WHERE id = ?`, n, nanos(now), nullNanos(until), id)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record login failure of user %s: %w", id, err)
+		return nil, fmt.Errorf("record sign-in attempt of user %s: %w", id, err)
 	}
-	return nil
+	return refused, nil
 }
 
 // RecordLogin records a successful sign-in: the failures are forgotten
@@ -251,11 +266,26 @@ func (db *DB) RecordLogin(ctx context.Context, id string, at time.Time) error {
 // e-mail address is kept; the user service forgets failures sooner.
 const unknownFailureRetention = 7 * 24 * time.Hour
 
-// RecordUnknownLoginFailure counts a failed sign-in, at now, with an
-// e-mail address no user has, as RecordLoginFailure counts a user's. It
-// also deletes the counts of addresses with no failure for a week.
-func (db *DB) RecordUnknownLoginFailure(ctx context.Context, email string, now time.Time, count func(failures int, last *time.Time) (int, *time.Time)) error {
+// loginFailureKey is how login_failures names an e-mail address: its
+// SHA-256 in hex. A row then has the same small size whatever address an
+// attacker sends, and the table keeps no mistyped addresses, which are
+// often nearly someone's real one.
+func loginFailureKey(email string) string {
+	h := sha256.Sum256([]byte(email))
+	return hex.EncodeToString(h[:])
+}
+
+// RecordUnknownLoginAttempt counts a sign-in attempt, at now, with an
+// e-mail address no user has, as RecordLoginAttempt counts a user's, and
+// as it does returns the lock instead if one holds. It also deletes the
+// counts of addresses with no attempt for a week and, when it adds an
+// address, the oldest counts beyond keep (at least 1): sign-in with
+// made-up addresses must not fill the disk.
+func (db *DB) RecordUnknownLoginAttempt(ctx context.Context, email string, now time.Time, keep int, count func(attempts int, last *time.Time) (int, *time.Time)) (*time.Time, error) {
+	key := loginFailureKey(email)
+	var refused *time.Time
 	err := db.inWriteTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		refused = nil
 		if _, err := tx.ExecContext(ctx, "DELETE FROM login_failures WHERE updated_at < ?",
 			nanos(now.Add(-unknownFailureRetention))); err != nil {
 			return err
@@ -264,31 +294,42 @@ func (db *DB) RecordUnknownLoginFailure(ctx context.Context, email string, now t
 			n            int
 			last, locked sql.NullInt64
 		)
-		err := tx.QueryRowContext(ctx, "SELECT failures, updated_at, locked_until FROM login_failures WHERE email = ?", email).
+		err := tx.QueryRowContext(ctx, "SELECT failures, updated_at, locked_until FROM login_failures WHERE email = ?", key).
 			Scan(&n, &last, &locked)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		added := errors.Is(err, sql.ErrNoRows)
+		if err != nil && !added {
 			return err
 		}
-		n, until := count(n, timePtr(last))
-		if until == nil {
-			until = timePtr(locked)
+		if l := timePtr(locked); l != nil && now.Before(*l) {
+			refused = l
+			return nil
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO login_failures (email, failures, locked_until, updated_at) VALUES (?, ?, ?, ?)
+		n, until := count(n, timePtr(last))
+		if _, err := tx.ExecContext(ctx, `INSERT INTO login_failures (email, failures, locked_until, updated_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (email) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until,
-			updated_at = excluded.updated_at`, email, n, nullNanos(until), nanos(now))
+			updated_at = excluded.updated_at`, key, n, nullNanos(until), nanos(now)); err != nil {
+			return err
+		}
+		if !added {
+			return nil
+		}
+		// Walks at most keep+1 entries of the index on updated_at, and
+		// only when an address is added.
+		_, err = tx.ExecContext(ctx, `DELETE FROM login_failures WHERE rowid IN (SELECT rowid FROM login_failures
+			ORDER BY updated_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, max(keep, 1))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record login failure: %w", err)
+		return nil, fmt.Errorf("record sign-in attempt: %w", err)
 	}
-	return nil
+	return refused, nil
 }
 
 // UnknownLoginLock returns until when sign-ins with an e-mail address no
 // user has are locked, or nil.
 func (db *DB) UnknownLoginLock(ctx context.Context, email string) (*time.Time, error) {
 	var locked sql.NullInt64
-	err := db.read.QueryRowContext(ctx, "SELECT locked_until FROM login_failures WHERE email = ?", email).Scan(&locked)
+	err := db.read.QueryRowContext(ctx, "SELECT locked_until FROM login_failures WHERE email = ?", loginFailureKey(email)).Scan(&locked)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("login lock: %w", err)
 	}

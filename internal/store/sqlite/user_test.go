@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,7 +153,7 @@ func TestUserUpdateEndsSessions(t *testing.T) {
 		createSession(t, db, u, "s1", t0)
 		createSession(t, db, u, "s2", t0)
 		lock := func(int, *time.Time) (int, *time.Time) { l := t0.Add(time.Hour); return 3, &l }
-		if err := db.RecordLoginFailure(ctx, "u1", t0, lock); err != nil {
+		if _, err := db.RecordLoginAttempt(ctx, "u1", t0, lock); err != nil {
 			t.Fatal(err)
 		}
 		h := "$argon2id$new"
@@ -215,7 +216,7 @@ func TestLoginFailures(t *testing.T) {
 	t.Run("a user's failures are counted and the third locks", func(t *testing.T) {
 		got = nil
 		for i := range 3 {
-			if err := db.RecordLoginFailure(ctx, "u1", t0.Add(time.Duration(i)*time.Minute), count(t0.Add(time.Duration(i)*time.Minute))); err != nil {
+			if _, err := db.RecordLoginAttempt(ctx, "u1", t0.Add(time.Duration(i)*time.Minute), count(t0.Add(time.Duration(i)*time.Minute))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -236,7 +237,7 @@ func TestLoginFailures(t *testing.T) {
 			t.Errorf("user %+v", u)
 		}
 		got = nil
-		if err := db.RecordLoginFailure(ctx, "u1", t0.Add(3*time.Hour), count(t0)); err != nil || got[0].n != 0 || got[0].last != nil {
+		if _, err := db.RecordLoginAttempt(ctx, "u1", t0.Add(3*time.Hour), count(t0)); err != nil || got[0].n != 0 || got[0].last != nil {
 			t.Errorf("after sign-in count saw %+v, %v", got, err)
 		}
 	})
@@ -248,7 +249,7 @@ func TestLoginFailures(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = db.RecordLoginFailure(ctx, "u1", t0, func(n int, _ *time.Time) (int, *time.Time) { return n + 1, nil })
+				_, _ = db.RecordLoginAttempt(ctx, "u1", t0, func(n int, _ *time.Time) (int, *time.Time) { return n + 1, nil })
 			}()
 		}
 		wg.Wait()
@@ -258,14 +259,15 @@ func TestLoginFailures(t *testing.T) {
 		}
 	})
 	t.Run("a missing user is not found", func(t *testing.T) {
-		wantCode(t, db.RecordLoginFailure(ctx, "nobody", t0, count(t0)), tether.ENOTFOUND)
+		_, err := db.RecordLoginAttempt(ctx, "nobody", t0, count(t0))
+		wantCode(t, err, tether.ENOTFOUND)
 		wantCode(t, db.RecordLogin(ctx, "nobody", t0), tether.ENOTFOUND)
 	})
 	t.Run("failures with an unknown address are counted and locked the same way", func(t *testing.T) {
 		got = nil
 		for i := range 3 {
 			at := t0.Add(time.Duration(i) * time.Minute)
-			if err := db.RecordUnknownLoginFailure(ctx, "nobody@example.com", at, count(at)); err != nil {
+			if _, err := db.RecordUnknownLoginAttempt(ctx, "nobody@example.com", at, 100, count(at)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -282,11 +284,97 @@ func TestLoginFailures(t *testing.T) {
 	})
 	t.Run("an unknown address's count is deleted after a week without failures", func(t *testing.T) {
 		later := t0.Add(8 * 24 * time.Hour)
-		if err := db.RecordUnknownLoginFailure(ctx, "someone@example.com", later, count(later)); err != nil {
+		if _, err := db.RecordUnknownLoginAttempt(ctx, "someone@example.com", later, 100, count(later)); err != nil {
 			t.Fatal(err)
 		}
 		if locked, err := db.UnknownLoginLock(ctx, "nobody@example.com"); err != nil || locked != nil {
 			t.Errorf("UnknownLoginLock = %v, %v; want the row gone", locked, err)
+		}
+	})
+}
+
+func TestLoginAttemptsWhileLocked(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	createUser(t, db, tenantA, "u1", "alice@example.com", tether.RoleViewer)
+	lock := func(int, *time.Time) (int, *time.Time) { l := t0.Add(time.Hour); return 0, &l }
+	called := false
+	count := func(n int, _ *time.Time) (int, *time.Time) { called = true; return n + 1, nil }
+
+	t.Run("an attempt while the user is locked is not counted and returns the lock", func(t *testing.T) {
+		if l, err := db.RecordLoginAttempt(ctx, "u1", t0, lock); err != nil || l != nil {
+			t.Fatalf("the attempt that locks: %v, %v", l, err)
+		}
+		l, err := db.RecordLoginAttempt(ctx, "u1", t0.Add(time.Minute), count)
+		if err != nil || l == nil || !l.Equal(t0.Add(time.Hour)) || called {
+			t.Errorf("RecordLoginAttempt = %v, %v; count called %v", l, err, called)
+		}
+		if u, _ := db.User(ctx, tenantA, "u1"); u.FailedLogins != 0 {
+			t.Errorf("FailedLogins = %d", u.FailedLogins)
+		}
+	})
+	t.Run("once the lock has ended, attempts count again", func(t *testing.T) {
+		l, err := db.RecordLoginAttempt(ctx, "u1", t0.Add(time.Hour), count)
+		if err != nil || l != nil || !called {
+			t.Errorf("RecordLoginAttempt = %v, %v; count called %v", l, err, called)
+		}
+	})
+	t.Run("so is an unknown address's", func(t *testing.T) {
+		called = false
+		if l, err := db.RecordUnknownLoginAttempt(ctx, "nobody@example.com", t0, 10, lock); err != nil || l != nil {
+			t.Fatalf("the attempt that locks: %v, %v", l, err)
+		}
+		l, err := db.RecordUnknownLoginAttempt(ctx, "nobody@example.com", t0.Add(time.Minute), 10, count)
+		if err != nil || l == nil || !l.Equal(t0.Add(time.Hour)) || called {
+			t.Errorf("RecordUnknownLoginAttempt = %v, %v; count called %v", l, err, called)
+		}
+	})
+}
+
+// TestUnknownLoginAddressesKept checks that sign-ins with ever new
+// addresses cannot grow login_failures beyond keep rows: the oldest go,
+// never the one just added.
+func TestUnknownLoginAddressesKept(t *testing.T) {
+	ctx := context.Background()
+	lock := func(int, *time.Time) (int, *time.Time) { l := t0.Add(time.Hour); return 0, &l }
+	kept := func(t *testing.T, db *sqlite.DB, email string) bool {
+		t.Helper()
+		l, err := db.UnknownLoginLock(ctx, email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l != nil
+	}
+	for name, step := range map[string]time.Duration{"a minute apart": time.Minute, "at the same time": 0} {
+		t.Run(name, func(t *testing.T) {
+			db := newDB(t)
+			const keep = 3
+			var emails []string
+			for i := range 8 {
+				email := fmt.Sprintf("nobody%d@example.com", i)
+				emails = append(emails, email)
+				if _, err := db.RecordUnknownLoginAttempt(ctx, email, t0.Add(time.Duration(i)*step), keep, lock); err != nil {
+					t.Fatal(err)
+				}
+				if !kept(t, db, email) {
+					t.Fatalf("%s, just added, is gone", email)
+				}
+			}
+			for i, email := range emails {
+				if want := i >= len(emails)-keep; kept(t, db, email) != want {
+					t.Errorf("%s kept %v, want %v", email, !want, want)
+				}
+			}
+		})
+	}
+	t.Run("a long address (kept as its hash) is found again, and told from another", func(t *testing.T) {
+		db := newDB(t)
+		email := strings.Repeat("a", 100_000) + "@example.com"
+		if _, err := db.RecordUnknownLoginAttempt(ctx, email, t0, 10, lock); err != nil {
+			t.Fatal(err)
+		}
+		if !kept(t, db, email) || kept(t, db, email[1:]) {
+			t.Error("the address is not told apart by its hash")
 		}
 	})
 }
