@@ -5,8 +5,12 @@ describe('the live chart window', () => {
   it('is the five minutes up to the newest point', () => {
     expect(liveRange([[100, 400, 1000], [1, 2, 3]])).toEqual([700, 1000]);
   });
-  it('leaves the axis to the chart when there is no point yet', () => {
+  it('starts at the first point while there is less than five minutes', () => {
+    expect(liveRange([[900, 960, 1000], [1, 2, 3]])).toEqual([900, 1000]);
+  });
+  it('leaves the axis to the chart below two points', () => {
     expect(liveRange([[]])).toBeUndefined();
+    expect(liveRange([[5], [1]])).toBeUndefined();
   });
 });
 

@@ -32,12 +32,15 @@ export function LiveChart() {
   );
 }
 
-/** The live chart's window: the five minutes up to its newest point. */
+/**
+ * The live chart's window: the five minutes up to its newest point, or
+ * from its first point while it has less than five minutes.
+ */
 export function liveRange(data: Aligned): [number, number] | undefined {
   const xs = data[0] as number[];
-  if (xs.length === 0) return undefined;
+  if (xs.length < 2) return undefined;
   const last = xs[xs.length - 1];
-  return [last - 300, last];
+  return [Math.max(xs[0], last - 300), last];
 }
 
 /** The query for a history range ending at to (epoch ms). */
