@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,53 +14,8 @@ import (
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/graphql"
 	"github.com/tether-iot/tether/internal/stream"
+	"github.com/tether-iot/tether/internal/testkit"
 )
-
-// revocable authenticates as the tests' authenticate does, but a key can
-// be revoked (the key deleted, or the session signed out) or given
-// another role while a socket is open. It counts its calls.
-type revocable struct {
-	mu      sync.Mutex
-	revoked map[string]bool
-	roles   map[string]string
-	calls   int
-}
-
-func newRevocable() *revocable {
-	return &revocable{revoked: map[string]bool{}, roles: map[string]string{}}
-}
-
-func (a *revocable) authenticate(r *http.Request) (*tether.Principal, error) {
-	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.calls++
-	if a.revoked[key] {
-		return nil, tether.Errorf(tether.EUNAUTHORIZED, "the API key is wrong")
-	}
-	p, err := authenticate(r)
-	if err != nil {
-		return nil, err
-	}
-	if role, ok := a.roles[key]; ok {
-		q := *p
-		q.Role = role
-		p = &q
-	}
-	return p, nil
-}
-
-func (a *revocable) revoke(key string) {
-	a.mu.Lock()
-	a.revoked[key] = true
-	a.mu.Unlock()
-}
-
-func (a *revocable) demote(key, role string) {
-	a.mu.Lock()
-	a.roles[key] = role
-	a.mu.Unlock()
-}
 
 // closed reads until the socket closes and returns its close frame.
 func (c *wsConn) closed() *websocket.CloseError {
@@ -97,8 +51,8 @@ func (c *wsConn) createDevice(op, id string) string {
 
 func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
 	t.Run("a key deleted while a socket authenticated by the upgrade is open: the next mutation is refused and the socket closed 4401", func(t *testing.T) {
-		a := newRevocable()
-		s := newServer(t, func(o *graphql.Options) { o.Authenticate = a.authenticate })
+		a := testkit.NewRevocable(authenticate)
+		s := newServer(t, func(o *graphql.Options) { o.Authenticate = a.Authenticate })
 		c := s.dial(t, http.Header{"Authorization": {"Bearer admin-key"}})
 		c.send("", "connection_init", nil)
 		c.expect("connection_ack")
@@ -106,7 +60,7 @@ func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
 			t.Fatalf("createDevice before the change: %s", code)
 		}
 		c.expect("complete")
-		a.revoke("admin-key")
+		a.Revoke("admin-key")
 		if code := c.createDevice("2", "d9"); code != tether.EUNAUTHORIZED {
 			t.Errorf("createDevice after the key was deleted: code %q, want %s", code, tether.EUNAUTHORIZED)
 		}
@@ -122,12 +76,12 @@ func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
 	})
 
 	t.Run("a key deleted while a socket authenticated by connection_init is open: the socket closes 4401", func(t *testing.T) {
-		a := newRevocable()
-		s := newServer(t, func(o *graphql.Options) { o.Authenticate = a.authenticate })
+		a := testkit.NewRevocable(authenticate)
+		s := newServer(t, func(o *graphql.Options) { o.Authenticate = a.Authenticate })
 		c := s.dial(t, nil)
 		c.send("", "connection_init", map[string]string{"Authorization": "Bearer admin-key"})
 		c.expect("connection_ack")
-		a.revoke("admin-key")
+		a.Revoke("admin-key")
 		if code := c.createDevice("1", "d9"); code != tether.EUNAUTHORIZED {
 			t.Errorf("createDevice: code %q, want %s", code, tether.EUNAUTHORIZED)
 		}
@@ -137,17 +91,17 @@ func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
 	})
 
 	t.Run("a demoted caller's operations run with its new role; one with no role left is closed 4403", func(t *testing.T) {
-		a := newRevocable()
-		s := newServer(t, func(o *graphql.Options) { o.Authenticate = a.authenticate })
+		a := testkit.NewRevocable(authenticate)
+		s := newServer(t, func(o *graphql.Options) { o.Authenticate = a.Authenticate })
 		c := s.dial(t, http.Header{"Authorization": {"Bearer admin-key"}})
 		c.send("", "connection_init", nil)
 		c.expect("connection_ack")
-		a.demote("admin-key", tether.RoleViewer)
+		a.Demote("admin-key", tether.RoleViewer)
 		if code := c.createDevice("1", "d9"); code != tether.EFORBIDDEN {
 			t.Errorf("createDevice as a viewer now: code %q, want %s", code, tether.EFORBIDDEN)
 		}
 		c.expect("complete")
-		a.demote("admin-key", "janitor")
+		a.Demote("admin-key", "janitor")
 		c.send("2", "subscribe", map[string]string{"query": `{ device(id: "d1") { id } }`})
 		if m := c.expect("next"); !strings.Contains(string(m.Payload), tether.EFORBIDDEN) {
 			t.Errorf("a query with no role: %s", m.Payload)
@@ -159,16 +113,16 @@ func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
 
 	for _, ch := range []struct {
 		name   string
-		change func(a *revocable)
+		change func(a *testkit.Revocable)
 	}{
-		{"signed out", func(a *revocable) { a.revoke("viewer-key") }},
-		{"left with no role", func(a *revocable) { a.demote("viewer-key", "janitor") }},
+		{"signed out", func(a *testkit.Revocable) { a.Revoke("viewer-key") }},
+		{"left with no role", func(a *testkit.Revocable) { a.Demote("viewer-key", "janitor") }},
 	} {
 		t.Run("a subscription's socket closes 1008 within the recheck interval once its caller is "+ch.name, func(t *testing.T) {
-			a := newRevocable()
+			a := testkit.NewRevocable(authenticate)
 			fs := newFakeStream()
 			s := newServer(t, func(o *graphql.Options) {
-				o.Authenticate, o.Stream, o.Recheck = a.authenticate, fs, 20*time.Millisecond
+				o.Authenticate, o.Stream, o.Recheck = a.Authenticate, fs, 20*time.Millisecond
 			})
 			c := s.dial(t, http.Header{"Authorization": {"Bearer viewer-key"}})
 			c.send("", "connection_init", nil)
@@ -192,18 +146,16 @@ func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
 	}
 
 	t.Run("an idle socket is not rechecked: its next operation is", func(t *testing.T) {
-		a := newRevocable()
+		a := testkit.NewRevocable(authenticate)
 		fs := newFakeStream()
 		s := newServer(t, func(o *graphql.Options) {
-			o.Authenticate, o.Stream, o.Recheck = a.authenticate, fs, 20*time.Millisecond
+			o.Authenticate, o.Stream, o.Recheck = a.Authenticate, fs, 20*time.Millisecond
 		})
 		c := s.dial(t, http.Header{"Authorization": {"Bearer viewer-key"}})
 		c.send("", "connection_init", nil)
 		c.expect("connection_ack")
 		time.Sleep(100 * time.Millisecond)
-		a.mu.Lock()
-		idle := a.calls
-		a.mu.Unlock()
+		idle := a.Calls()
 		if idle != 1 {
 			t.Errorf("%d authentications of an idle socket, want 1 (the upgrade's)", idle)
 		}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,67 +17,16 @@ import (
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/stream"
+	"github.com/tether-iot/tether/internal/testkit"
 )
 
-// revocable is the test's authentication with credentials that can be
-// revoked (the key deleted, the user signed out) or demoted while a
-// stream is open, and that counts its calls.
-type revocable struct {
-	mu      sync.Mutex
-	revoked map[string]bool
-	roles   map[string]string
-	calls   int
-}
-
-func newRevocable() *revocable {
-	return &revocable{revoked: map[string]bool{}, roles: map[string]string{}}
-}
-
-func (a *revocable) authenticate(r *http.Request) (*tether.Principal, error) {
-	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.calls++
-	if a.revoked[key] {
-		return nil, tether.Errorf(tether.EUNAUTHORIZED, "missing or unknown API key")
-	}
-	p, err := authenticate(r)
-	if err != nil {
-		return nil, err
-	}
-	if role, ok := a.roles[key]; ok {
-		q := *p
-		q.Role = role
-		p = &q
-	}
-	return p, nil
-}
-
-func (a *revocable) revoke(key string) {
-	a.mu.Lock()
-	a.revoked[key] = true
-	a.mu.Unlock()
-}
-
-func (a *revocable) demote(key, role string) {
-	a.mu.Lock()
-	a.roles[key] = role
-	a.mu.Unlock()
-}
-
-func (a *revocable) count() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.calls
-}
-
 // serveRevocable serves a hub's endpoints with a's authentication.
-func serveRevocable(t *testing.T, o stream.Options, a *revocable) (*stream.Hub, *httptest.Server) {
+func serveRevocable(t *testing.T, o stream.Options, a *testkit.Revocable) (*stream.Hub, *httptest.Server) {
 	t.Helper()
 	mux := http.NewServeMux()
 	h := stream.NewHub(o)
-	mux.Handle("GET /api/v1/stream", h.WebSocket(a.authenticate))
-	mux.Handle("GET /api/v1/stream/sse", h.SSE(a.authenticate))
+	mux.Handle("GET /api/v1/stream", h.WebSocket(a.Authenticate))
+	mux.Handle("GET /api/v1/stream/sse", h.SSE(a.Authenticate))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	t.Cleanup(h.Close)
@@ -89,15 +37,15 @@ func TestAStreamEndsWhenItsCallerMayNoLongerHaveIt(t *testing.T) {
 	const recheck = 20 * time.Millisecond
 	changes := []struct {
 		name   string
-		change func(a *revocable)
+		change func(a *testkit.Revocable)
 		code   string
 	}{
-		{"the key deleted or the user signed out", func(a *revocable) { a.revoke("viewer") }, tether.EUNAUTHORIZED},
-		{"the role taken away", func(a *revocable) { a.demote("viewer", "guest") }, tether.EFORBIDDEN},
+		{"the key deleted or the user signed out", func(a *testkit.Revocable) { a.Revoke("viewer") }, tether.EUNAUTHORIZED},
+		{"the role taken away", func(a *testkit.Revocable) { a.Demote("viewer", "guest") }, tether.EFORBIDDEN},
 	}
 	for _, ch := range changes {
 		t.Run("WebSocket: "+ch.name, func(t *testing.T) {
-			a := newRevocable()
+			a := testkit.NewRevocable(authenticate)
 			h, srv := serveRevocable(t, stream.Options{Recheck: recheck}, a)
 			c := dial(t, srv, "", "viewer")
 			read(t, c)
@@ -118,7 +66,7 @@ func TestAStreamEndsWhenItsCallerMayNoLongerHaveIt(t *testing.T) {
 			waitNoSubscribers(t, h)
 		})
 		t.Run("SSE: "+ch.name, func(t *testing.T) {
-			a := newRevocable()
+			a := testkit.NewRevocable(authenticate)
 			h, srv := serveRevocable(t, stream.Options{Recheck: recheck, Heartbeat: time.Hour}, a)
 			// The stream must end by itself, well before the request's deadline.
 			ctx, cancel := context.WithTimeout(t.Context(), wait)
@@ -180,7 +128,7 @@ func TestAStreamEndsWhenItsCallerMayNoLongerHaveIt(t *testing.T) {
 	})
 
 	t.Run("the caller is authenticated once per interval, not per event", func(t *testing.T) {
-		a := newRevocable()
+		a := testkit.NewRevocable(authenticate)
 		h, srv := serveRevocable(t, stream.Options{Recheck: time.Hour}, a)
 		c := dial(t, srv, "", "viewer")
 		read(t, c)
@@ -188,7 +136,7 @@ func TestAStreamEndsWhenItsCallerMayNoLongerHaveIt(t *testing.T) {
 			h.Publish(event(stream.KindTelemetry, "d1", i))
 			read(t, c)
 		}
-		if n := a.count(); n != 1 {
+		if n := a.Calls(); n != 1 {
 			t.Errorf("%d authentications, want 1 (the upgrade's)", n)
 		}
 	})
