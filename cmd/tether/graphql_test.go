@@ -18,26 +18,8 @@ import (
 
 	"github.com/tether-iot/tether"
 	"github.com/tether-iot/tether/internal/secret"
+	"github.com/tether-iot/tether/internal/testkit"
 )
-
-// gqlResult is a GraphQL response.
-type gqlResult struct {
-	Data   json.RawMessage `json:"data"`
-	Errors []struct {
-		Message    string         `json:"message"`
-		Path       []any          `json:"path"`
-		Extensions map[string]any `json:"extensions"`
-	} `json:"errors"`
-}
-
-// code is the first error's extensions.code, or "".
-func (r gqlResult) code() string {
-	if len(r.Errors) == 0 {
-		return ""
-	}
-	c, _ := r.Errors[0].Extensions["code"].(string)
-	return c
-}
 
 // gqlKey makes an API key with role and returns it.
 func gqlKey(t *testing.T, n *node, role string) (id, key string) {
@@ -54,7 +36,7 @@ func gqlKey(t *testing.T, n *node, role string) (id, key string) {
 // gqlPost sends a GraphQL request with key (none if "-") and decodes the
 // answer into out, if it is a GraphQL response. It returns the status,
 // the headers and the raw body.
-func gqlPost(t *testing.T, n *node, key, query string, vars map[string]any, out *gqlResult) (int, http.Header, []byte) {
+func gqlPost(t *testing.T, n *node, key, query string, vars map[string]any, out *testkit.GraphQLResult) (int, http.Header, []byte) {
 	t.Helper()
 	body, err := json.Marshal(map[string]any{"query": query, "variables": vars})
 	if err != nil {
@@ -71,7 +53,7 @@ func gqlPost(t *testing.T, n *node, key, query string, vars map[string]any, out 
 	return gqlDo(t, req, out)
 }
 
-func gqlDo(t *testing.T, req *http.Request, out *gqlResult) (int, http.Header, []byte) {
+func gqlDo(t *testing.T, req *http.Request, out *testkit.GraphQLResult) (int, http.Header, []byte) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -93,7 +75,7 @@ func gqlDo(t *testing.T, req *http.Request, out *gqlResult) (int, http.Header, [
 // gqlData runs a query that must succeed and decodes its data into out.
 func gqlData(t *testing.T, n *node, key, query string, vars map[string]any, out any) {
 	t.Helper()
-	var res gqlResult
+	var res testkit.GraphQLResult
 	status, _, raw := gqlPost(t, n, key, query, vars, &res)
 	if status != http.StatusOK || len(res.Errors) > 0 {
 		t.Fatalf("%d %s", status, raw)
@@ -160,9 +142,9 @@ func TestGraphQLOverHTTP(t *testing.T) {
 		if sh := out.UpdateShadowDesired; sh.Version != 1 || sh.State.Desired["target"] != 21.5 {
 			t.Errorf("shadow = %+v", sh)
 		}
-		var res gqlResult
+		var res testkit.GraphQLResult
 		gqlPost(t, n, operator, m, map[string]any{"d": map[string]any{"target": 19}, "v": 7}, &res)
-		if res.code() != tether.ECONFLICT || res.Errors[0].Extensions["currentVersion"] != 1.0 {
+		if res.Code() != tether.ECONFLICT || res.Errors[0].Extensions["currentVersion"] != 1.0 {
 			t.Errorf("stale version: %+v", res.Errors)
 		}
 	})
@@ -292,9 +274,9 @@ func TestGraphQLOverHTTP(t *testing.T) {
 			`mutation { updateShadowDesired(deviceId: "gql-therm", desired: {target: 99}) { version } }`,
 			`mutation { clearAlert(id: "` + alertID + `") { status } }`,
 		} {
-			var res gqlResult
+			var res testkit.GraphQLResult
 			status, _, raw := gqlPost(t, n, viewer, m, nil, &res)
-			if status != http.StatusOK || res.code() != tether.EFORBIDDEN || string(res.Data) != "null" {
+			if status != http.StatusOK || res.Code() != tether.EFORBIDDEN || string(res.Data) != "null" {
 				t.Errorf("%s: %d %s", m, status, raw)
 			}
 		}
@@ -311,9 +293,9 @@ func TestGraphQLOverHTTP(t *testing.T) {
 	})
 
 	t.Run("an operator may not do an admin's mutation", func(t *testing.T) {
-		var res gqlResult
+		var res testkit.GraphQLResult
 		gqlPost(t, n, operator, `mutation { rotateDeviceToken(id: "gql-therm") { token } }`, nil, &res)
-		if res.code() != tether.EFORBIDDEN {
+		if res.Code() != tether.EFORBIDDEN {
 			t.Errorf("errors = %+v", res.Errors)
 		}
 	})
@@ -330,13 +312,13 @@ func TestGraphQLOverHTTP(t *testing.T) {
 
 	t.Run("a query deeper than 8 levels is refused before it runs", func(t *testing.T) {
 		deep := `{ alerts { alerts { device { alerts { device { alerts { device { alerts { id } } } } } } } } }`
-		var res gqlResult
+		var res testkit.GraphQLResult
 		status, _, raw := gqlPost(t, n, viewer, deep, nil, &res)
-		if status != http.StatusUnprocessableEntity || res.code() != "QUERY_TOO_DEEP" || len(res.Data) > 0 && string(res.Data) != "null" {
+		if status != http.StatusUnprocessableEntity || res.Code() != "QUERY_TOO_DEEP" || len(res.Data) > 0 && string(res.Data) != "null" {
 			t.Errorf("%d %s", status, raw)
 		}
 		// One level less is allowed (and, with one alert a level, cheap).
-		var ok gqlResult
+		var ok testkit.GraphQLResult
 		status, _, raw = gqlPost(t, n, viewer, `{ alerts(first: 1) { alerts { device { alerts(first: 1) { device { alerts(first: 1) { device { id } } } } } } } }`, nil, &ok)
 		if status != http.StatusOK || len(ok.Errors) > 0 {
 			t.Errorf("8 levels: %d %s", status, raw)
@@ -344,18 +326,18 @@ func TestGraphQLOverHTTP(t *testing.T) {
 	})
 
 	t.Run("a query costlier than the limit is refused before it runs", func(t *testing.T) {
-		var res gqlResult
+		var res testkit.GraphQLResult
 		status, _, raw := gqlPost(t, n, viewer, `{ devices(first: 1000) { devices { telemetry(limit: 10000) { key samples { value } } } } }`, nil, &res)
-		if status != http.StatusUnprocessableEntity || res.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+		if status != http.StatusUnprocessableEntity || res.Code() != "COMPLEXITY_LIMIT_EXCEEDED" {
 			t.Errorf("%d %s", status, raw)
 		}
 	})
 
 	t.Run("GET runs a query but not a mutation", func(t *testing.T) {
-		get := func(q string) (int, gqlResult, []byte) {
+		get := func(q string) (int, testkit.GraphQLResult, []byte) {
 			req, _ := http.NewRequest("GET", "http://"+n.HTTP.Addr()+"/api/graphql?query="+url.QueryEscape(q), nil)
 			req.Header.Set("Authorization", "Bearer "+viewer)
-			var res gqlResult
+			var res testkit.GraphQLResult
 			status, _, raw := gqlDo(t, req, &res)
 			return status, res, raw
 		}
@@ -389,9 +371,9 @@ func TestGraphQLOverHTTP(t *testing.T) {
 	})
 
 	t.Run("a subscription over HTTP is refused", func(t *testing.T) {
-		var res gqlResult
+		var res testkit.GraphQLResult
 		gqlPost(t, n, viewer, `subscription { telemetry { deviceId } }`, nil, &res)
-		if res.code() != "SUBSCRIPTION_NEEDS_WEBSOCKET" {
+		if res.Code() != "SUBSCRIPTION_NEEDS_WEBSOCKET" {
 			t.Errorf("errors = %+v", res.Errors)
 		}
 	})
@@ -619,7 +601,7 @@ func TestGraphQLWithASignedInUsersSession(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || err != nil || session.CSRFToken == "" {
 		t.Fatalf("login: %d %v", resp.StatusCode, err)
 	}
-	post := func(csrf, query string) (int, gqlResult, []byte) {
+	post := func(csrf, query string) (int, testkit.GraphQLResult, []byte) {
 		req, _ := http.NewRequest("POST", base+"/api/graphql", strings.NewReader(fmt.Sprintf(`{"query": %q}`, query)))
 		req.Header.Set("Content-Type", "application/json")
 		if csrf != "" {
@@ -631,7 +613,7 @@ func TestGraphQLWithASignedInUsersSession(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
-		var res gqlResult
+		var res testkit.GraphQLResult
 		_ = json.Unmarshal(raw, &res)
 		return resp.StatusCode, res, raw
 	}

@@ -500,27 +500,9 @@ func newServer(t testing.TB, edit func(*graphql.Options)) *server {
 	return s
 }
 
-// result is a GraphQL response.
-type result struct {
-	Data   json.RawMessage `json:"data"`
-	Errors []struct {
-		Message    string         `json:"message"`
-		Path       []any          `json:"path"`
-		Extensions map[string]any `json:"extensions"`
-	} `json:"errors"`
-}
-
-func (r result) code() string {
-	if len(r.Errors) == 0 {
-		return ""
-	}
-	c, _ := r.Errors[0].Extensions["code"].(string)
-	return c
-}
-
 // post sends a query with key ("" for none) and returns the status and
 // the response (zero if it is not GraphQL's).
-func (s *server) post(t *testing.T, key, query string, vars map[string]any) (int, result, []byte) {
+func (s *server) post(t *testing.T, key, query string, vars map[string]any) (int, testkit.GraphQLResult, []byte) {
 	t.Helper()
 	b, err := json.Marshal(map[string]any{"query": query, "variables": vars})
 	if err != nil {
@@ -534,7 +516,7 @@ func (s *server) post(t *testing.T, key, query string, vars map[string]any) (int
 	return do(t, req)
 }
 
-func do(t *testing.T, req *http.Request) (int, result, []byte) {
+func do(t *testing.T, req *http.Request) (int, testkit.GraphQLResult, []byte) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -545,7 +527,7 @@ func do(t *testing.T, req *http.Request) (int, result, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res result
+	var res testkit.GraphQLResult
 	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/graphql-response+json") {
 		if err := json.Unmarshal(raw, &res); err != nil {
 			t.Fatalf("decode %s: %v", raw, err)

@@ -189,7 +189,7 @@ func TestMutationsNeedTheRESTRoles(t *testing.T) {
 				if status != http.StatusOK {
 					t.Fatalf("%d %s", status, raw)
 				}
-				if forbidden := res.code() == tether.EFORBIDDEN; forbidden == allowed {
+				if forbidden := res.Code() == tether.EFORBIDDEN; forbidden == allowed {
 					t.Errorf("%s", raw)
 				}
 				if !allowed && (string(res.Data) != "null" || len(s.sent) > 0 || s.devices["d2"].Name != "Device d2" || len(s.shadows) > 0) {
@@ -245,7 +245,7 @@ func TestMutationsChangeWhatTheyName(t *testing.T) {
 			`mutation { createDevice(input: {id: "d9", metadata: [1, 2]}) { token } }`,
 			`mutation { updateDevice(id: "d1", input: {labels: [{key: "a", value: "b"}, {key: "a", value: "c"}]}) { id } }`,
 		} {
-			if _, res, raw := s.post(t, "admin-key", q, nil); res.code() != tether.EINVALID {
+			if _, res, raw := s.post(t, "admin-key", q, nil); res.Code() != tether.EINVALID {
 				t.Errorf("%s: %s", q, raw)
 			}
 		}
@@ -273,11 +273,11 @@ func TestMutationsChangeWhatTheyName(t *testing.T) {
 			t.Errorf("target = %#v", v)
 		}
 		_, res, raw = s.post(t, "operator-key", m, map[string]any{"d": map[string]any{"mode": nil}, "v": 5})
-		if res.code() != tether.ECONFLICT || res.Errors[0].Extensions["currentVersion"] != 1.0 {
+		if res.Code() != tether.ECONFLICT || res.Errors[0].Extensions["currentVersion"] != 1.0 {
 			t.Errorf("%s", raw)
 		}
 		_, res, raw = s.post(t, "operator-key", m, map[string]any{"d": "warm"})
-		if res.code() != tether.EINVALID {
+		if res.Code() != tether.EINVALID {
 			t.Errorf("desired not an object: %s", raw)
 		}
 	})
@@ -295,13 +295,13 @@ func TestMutationsChangeWhatTheyName(t *testing.T) {
 		s := newServer(t, nil)
 		_, res, raw := s.post(t, "operator-key", `mutation { sendCommand(deviceId: "d2", input: {name: "self_destruct"}) { id } }`, nil)
 		cmd, _ := res.Errors[0].Extensions["command"].(map[string]any)
-		if res.code() != tether.EINVALID || cmd["status"] != tether.CommandRejected || cmd["reason"] != "not in the profile" {
+		if res.Code() != tether.EINVALID || cmd["status"] != tether.CommandRejected || cmd["reason"] != "not in the profile" {
 			t.Errorf("%s", raw)
 		}
 	})
 	t.Run("a wait over a minute is invalid", func(t *testing.T) {
 		s := newServer(t, nil)
-		if _, res, raw := s.post(t, "operator-key", `mutation { sendCommand(deviceId: "d2", input: {name: "x"}, wait: "2m") { id } }`, nil); res.code() != tether.EINVALID || len(s.sent) > 0 {
+		if _, res, raw := s.post(t, "operator-key", `mutation { sendCommand(deviceId: "d2", input: {name: "x"}, wait: "2m") { id } }`, nil); res.Code() != tether.EINVALID || len(s.sent) > 0 {
 			t.Errorf("%s", raw)
 		}
 	})
@@ -324,7 +324,7 @@ func TestMutationsChangeWhatTheyName(t *testing.T) {
 	})
 	t.Run("deleting a device that does not exist is not found", func(t *testing.T) {
 		s := newServer(t, nil)
-		if _, res, raw := s.post(t, "admin-key", `mutation { deleteDevice(id: "nope") }`, nil); res.code() != tether.ENOTFOUND {
+		if _, res, raw := s.post(t, "admin-key", `mutation { deleteDevice(id: "nope") }`, nil); res.Code() != tether.ENOTFOUND {
 			t.Errorf("%s", raw)
 		}
 	})
@@ -422,7 +422,7 @@ func TestInternalErrorsAreLoggedNotShown(t *testing.T) {
 	s := newServer(t, nil)
 	s.failLatest = fmt.Errorf("read latest: disk on fire at /var/lib/secret")
 	_, res, raw := s.post(t, "viewer-key", `{ device(id: "d1") { id latest { key } } }`, nil)
-	if len(res.Errors) != 1 || res.Errors[0].Message != "internal error" || res.code() != tether.EINTERNAL ||
+	if len(res.Errors) != 1 || res.Errors[0].Message != "internal error" || res.Code() != tether.EINTERNAL ||
 		!reflect.DeepEqual(res.Errors[0].Path, []any{"device", "latest"}) || string(res.Data) != `{"device":null}` {
 		t.Errorf("%s", raw)
 	}
@@ -494,7 +494,7 @@ func TestOperationsAreBounded(t *testing.T) {
 				}
 				return
 			}
-			if status != http.StatusUnprocessableEntity || res.code() != c.wantCode || len(res.Data) > 0 && string(res.Data) != "null" {
+			if status != http.StatusUnprocessableEntity || res.Code() != c.wantCode || len(res.Data) > 0 && string(res.Data) != "null" {
 				t.Errorf("%d %.500s", status, raw)
 			}
 		})

@@ -63,7 +63,7 @@ func TestTelemetryIsCostedByItsRange(t *testing.T) {
 				}
 				return
 			}
-			if status != http.StatusUnprocessableEntity || res.code() != c.wantCode {
+			if status != http.StatusUnprocessableEntity || res.Code() != c.wantCode {
 				t.Errorf("%d %.500s", status, raw)
 			}
 		})
@@ -102,7 +102,7 @@ func TestLabelSelectorsAreBounded(t *testing.T) {
 				}
 				return
 			}
-			if res.code() != tether.EINVALID || !strings.Contains(res.Errors[0].Message, c.wantDetail) {
+			if res.Code() != tether.EINVALID || !strings.Contains(res.Errors[0].Message, c.wantDetail) {
 				t.Errorf("want %s with %q: %.500s", tether.EINVALID, c.wantDetail, raw)
 			}
 		})
@@ -110,7 +110,7 @@ func TestLabelSelectorsAreBounded(t *testing.T) {
 
 	t.Run("a device's labels have the same bounds", func(t *testing.T) {
 		_, res, raw := s.post(t, "admin-key", `mutation { createDevice(input: {id: "d9", labels: `+labelPairs(65)+`}) { token } }`, nil)
-		if res.code() != tether.EINVALID || !strings.Contains(res.Errors[0].Message, "at most 64") {
+		if res.Code() != tether.EINVALID || !strings.Contains(res.Errors[0].Message, "at most 64") {
 			t.Errorf("%.500s", raw)
 		}
 	})

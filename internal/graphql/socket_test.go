@@ -42,11 +42,11 @@ func (c *wsConn) createDevice(op, id string) string {
 	c.t.Helper()
 	c.send(op, "subscribe", map[string]string{"query": fmt.Sprintf(`mutation { createDevice(input: {id: %q}) { token } }`, id)})
 	m := c.expect("next")
-	var res result
+	var res testkit.GraphQLResult
 	if err := json.Unmarshal(m.Payload, &res); err != nil {
 		c.t.Fatal(err)
 	}
-	return res.code()
+	return res.Code()
 }
 
 func TestASocketEndsWhenItsCallerMayNoLongerCallTheAPI(t *testing.T) {
