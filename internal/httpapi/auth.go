@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -103,16 +104,25 @@ const (
 )
 
 // clientAddr is the key of a request's client for rationing: the IP
-// address of the connection's other end. Behind a reverse proxy that is
-// the proxy's, shared by every client; such a deployment needs the
-// proxy's X-Forwarded-For, trusted only from the proxy, which this does
-// not read yet.
+// address of the connection's other end, and for IPv6 its /64, which one
+// client usually holds whole. Behind a reverse proxy that is the proxy's,
+// shared by every client; such a deployment needs the proxy's
+// X-Forwarded-For, trusted only from the proxy, which this does not read
+// yet.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.Unmap().String()
 }
 
 // rationed refuses a request over its client's ration of password

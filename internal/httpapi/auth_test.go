@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -525,6 +526,20 @@ func TestAuthPasswordChecksRationed(t *testing.T) {
 		}
 		if w := login("[2001:db8::1]:40000", fakeUser(tether.RoleViewer), fakePassword); w.Code != http.StatusOK {
 			t.Errorf("another address: %d %s", w.Code, w.Body)
+		}
+	})
+	t.Run("the addresses of one IPv6 /64 share a ration", func(t *testing.T) {
+		refused := 0
+		for i := range 40 {
+			if w := login(fmt.Sprintf("[2001:db8:0:7::%x]:40000", i+1), fakeUser(tether.RoleViewer), "a wrong password"); w.Code == http.StatusTooManyRequests {
+				refused++
+			}
+		}
+		if refused < 10 {
+			t.Errorf("40 sign-ins from 40 addresses of one /64: %d refused", refused)
+		}
+		if w := login("[2001:db8:0:8::1]:40000", fakeUser(tether.RoleViewer), fakePassword); w.Code != http.StatusOK {
+			t.Errorf("the next /64: %d %s", w.Code, w.Body)
 		}
 	})
 	t.Run("a sign-in body over 8 KiB is 413, unseen by the user service", func(t *testing.T) {
