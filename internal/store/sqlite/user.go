@@ -280,7 +280,9 @@ func loginFailureKey(email string) string {
 // as it does returns the lock instead if one holds. It also deletes the
 // counts of addresses with no attempt for a week and, when it adds an
 // address, the oldest counts beyond keep (at least 1): sign-in with
-// made-up addresses must not fill the disk.
+// made-up addresses must not fill the disk. Counts that hold a lock go
+// last, so that flooding the table with made-up addresses does not lift
+// a lock early (nor tell, by lifting it, that an address is no user's).
 func (db *DB) RecordUnknownLoginAttempt(ctx context.Context, email string, now time.Time, keep int, count func(attempts int, last *time.Time) (int, *time.Time)) (*time.Time, error) {
 	key := loginFailureKey(email)
 	var refused *time.Time
@@ -313,10 +315,10 @@ func (db *DB) RecordUnknownLoginAttempt(ctx context.Context, email string, now t
 		if !added {
 			return nil
 		}
-		// Walks at most keep+1 entries of the index on updated_at, and
-		// only when an address is added.
+		// Sorts at most the table's keep+1 rows, and only when an address
+		// is added.
 		_, err = tx.ExecContext(ctx, `DELETE FROM login_failures WHERE rowid IN (SELECT rowid FROM login_failures
-			ORDER BY updated_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, max(keep, 1))
+			ORDER BY coalesce(locked_until, 0) > ? DESC, updated_at DESC, rowid DESC LIMIT -1 OFFSET ?)`, nanos(now), max(keep, 1))
 		return err
 	})
 	if err != nil {

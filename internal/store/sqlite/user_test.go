@@ -367,6 +367,21 @@ func TestUnknownLoginAddressesKept(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a locked address outlasts a flood of made-up ones", func(t *testing.T) {
+		db := newDB(t)
+		if _, err := db.RecordUnknownLoginAttempt(ctx, "locked@example.com", t0, 3, lock); err != nil {
+			t.Fatal(err)
+		}
+		count := func(n int, _ *time.Time) (int, *time.Time) { return n + 1, nil }
+		for i := range 10 {
+			if _, err := db.RecordUnknownLoginAttempt(ctx, fmt.Sprintf("made-up%d@example.com", i), t0.Add(time.Duration(i+1)*time.Second), 3, count); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !kept(t, db, "locked@example.com") {
+			t.Error("the lock was evicted by made-up addresses")
+		}
+	})
 	t.Run("a long address (kept as its hash) is found again, and told from another", func(t *testing.T) {
 		db := newDB(t)
 		email := strings.Repeat("a", 100_000) + "@example.com"
