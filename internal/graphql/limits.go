@@ -127,8 +127,8 @@ func setComplexity(c *ComplexityRoot) {
 	c.Query.Profiles = func(child int) int { return listCost(child, nominalList) }
 	c.Device.Alerts = func(child int, _ *string, _ *bool, first *int) int { return listCost(child, deref(first, 20)) }
 	c.Device.Commands = func(child int, _ *string, _ *int64, first *int) int { return listCost(child, deref(first, 20)) }
-	c.Device.Telemetry = func(child int, keys []string, from, to *time.Time, _ *Aggregation, _ *time.Duration, limit *int) int {
-		return listCost(max(child, 1), telemetryUnits(time.Now(), len(keys), from, to, limit))
+	c.Device.Telemetry = func(child int, keys []string, from, to *time.Time, agg *Aggregation, bucket *time.Duration, limit *int) int {
+		return listCost(max(child, 1), telemetryUnits(time.Now(), len(keys), from, to, limit, agg != nil || bucket != nil))
 	}
 	c.Profile.Telemetry = func(child int) int { return listCost(child, nominalList) }
 	c.Profile.Commands = func(child int) int { return listCost(child, nominalList) }
@@ -136,17 +136,22 @@ func setComplexity(c *ComplexityRoot) {
 
 // telemetryUnits is what one device's telemetry query reads, in units of
 // a hundred samples or a day of one key, whichever is more: keys ×
-// max(⌈limit/100⌉, ⌈(to−from)/24h⌉). The limit bounds what the query
-// returns, the range what the store scans to aggregate it: a query for
-// one bucket of 30 days reads 30 days of points, so it costs 30 while its
-// limit alone would make it cost 1. from and to default as in
+// max(⌈limit/100⌉, ⌈(to−from)/24h⌉) when aggregated, keys × ⌈limit/100⌉
+// for raw points. The limit bounds what the query returns, the range what
+// the store scans to aggregate it: a query for one bucket of 30 days
+// reads 30 days of points, so it costs 30 while its limit alone would
+// make it cost 1. Raw points are read in time order up to the limit,
+// whatever the range. from and to default as in
 // [telemetryQuery]: to is now, from an hour before to. keys is the number
 // of keys named; none means every key, nominalKeys.
-func telemetryUnits(now time.Time, keys int, from, to *time.Time, limit *int) int {
+func telemetryUnits(now time.Time, keys int, from, to *time.Time, limit *int, aggregated bool) int {
 	if keys == 0 {
 		keys = nominalKeys
 	}
 	hundreds := (int64(deref(limit, 1000)) + 99) / 100
+	if !aggregated {
+		return saturate(int64(keys) * max(hundreds, 1))
+	}
 	end := deref(to, now)
 	start := deref(from, end.Add(-time.Hour))
 	// Sub saturates, so a range of centuries is about 10^5 days, not an

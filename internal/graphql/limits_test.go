@@ -50,6 +50,8 @@ func TestTelemetryIsCostedByItsRange(t *testing.T) {
 			`{ devices(first: 100) { devices { ` + month + ` } } }`, graphql.CodeTooComplex},
 		{"a dashboard of a hundred devices with their latest values, presence and last hour is within the limit",
 			`{ devices(first: 100) { devices { id name labels { key value } latest { key value } presence { status } ` + hour + ` } } }`, ""},
+		{"raw points of a long range cost by their limit, since the store reads no more",
+			`{ device(id: "d1") { telemetry(keys: ["temp"], from: "2024-01-01T00:00:00Z", limit: 100) { key } } }`, ""},
 		{"a range of centuries cannot overflow into a small cost",
 			`{ device(id: "d1") { telemetry(keys: ["temp"], from: "0001-01-01T00:00:00Z", to: "9999-01-01T00:00:00Z", agg: AVG, bucket: "8760h", limit: 1) { key } } }`,
 			graphql.CodeTooComplex},
