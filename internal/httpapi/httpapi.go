@@ -1,9 +1,11 @@
 // Package httpapi is Tether's REST API under /api/v1: devices and their
 // credentials, telemetry queries and latest values, profiles, shadows,
-// commands, presence, quarantined points and provisioning, authenticated
-// with API keys; and the HTTP endpoints of devices (ingest, their shadow,
-// command long-poll and replies, self-registration with a provisioning
-// key). Errors are RFC 9457 problem details; the mapping from
+// commands, presence, quarantined points, provisioning, rules, alerts,
+// the fleet overview, users and API keys; callers authenticate with an
+// API key or a user's session cookie (sign-in, CSRF tokens), and every
+// route names the least role that may call it. It also serves the HTTP
+// endpoints of devices (ingest, their shadow, command long-poll and
+// replies, self-registration with a provisioning key). Errors are RFC 9457 problem details; the mapping from
 // [tether.Error] codes to HTTP statuses lives here and nowhere else.
 package httpapi
 
