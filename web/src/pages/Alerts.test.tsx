@@ -2,42 +2,16 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { act, render, screen, waitFor, within, configure } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { MemoryRouter, Route, Routes } from 'react-router-dom';
-import { openStream, type Session, type StreamMessage } from '../api';
+import { openStream, type StreamMessage } from '../api';
 import { SessionContext } from '../session';
 import { AlertsPage, REFRESH_MS, matchesFilter, type Alert } from './Alerts';
+import { json, session, stubFetch } from '../test/routes';
 
 // The live stream is a WebSocket; here the test plays the server.
 vi.mock('../api', async (importOriginal) => {
   const mod = await importOriginal<typeof import('../api')>();
   return { ...mod, openStream: vi.fn(() => () => {}) };
 });
-
-interface Call {
-  method: string;
-  url: string;
-}
-
-function json(status: number, body?: unknown, type = 'application/json'): Response {
-  return new Response(body === undefined ? null : JSON.stringify(body), { status, headers: { 'Content-Type': type } });
-}
-
-/** Stubs fetch: reply answers each call; it returns the calls made. */
-function stubFetch(reply: (c: Call) => Response): Call[] {
-  const calls: Call[] = [];
-  vi.stubGlobal(
-    'fetch',
-    vi.fn(async (input: RequestInfo | URL, init?: RequestInit) => {
-      const c = { method: (init?.method ?? 'GET').toUpperCase(), url: String(input) };
-      calls.push(c);
-      return reply(c);
-    }),
-  );
-  return calls;
-}
-
-function session(role: string): Session {
-  return { user: { id: 'u1', email: 'ada@example.com', role }, csrf_token: 'csrf' };
-}
 
 function renderPage(role = 'operator', path = '/alerts') {
   return render(

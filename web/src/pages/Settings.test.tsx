@@ -2,45 +2,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { render, screen, waitFor, within, configure } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { MemoryRouter, Route, Routes, useLocation } from 'react-router-dom';
-import type { Session } from '../api';
 import { SessionContext } from '../session';
 import { SettingsPage } from './Settings';
-
-interface Call {
-  method: string;
-  url: string;
-  body: any;
-}
-
-type Reply = Response | ((c: Call) => Response);
-
-function json(status: number, body?: unknown, type = 'application/json'): Response {
-  return new Response(status === 204 || body === undefined ? null : JSON.stringify(body), {
-    status,
-    headers: { 'Content-Type': type },
-  });
-}
-
-/** Stubs fetch with replies by "METHOD /path"; it returns the calls made. */
-function routeFetch(routes: Record<string, Reply>): Call[] {
-  const calls: Call[] = [];
-  vi.stubGlobal(
-    'fetch',
-    vi.fn(async (input: RequestInfo | URL, init?: RequestInit) => {
-      const url = String(input);
-      const c: Call = { method: (init?.method ?? 'GET').toUpperCase(), url, body: init?.body ? JSON.parse(String(init.body)) : undefined };
-      calls.push(c);
-      const r = routes[`${c.method} ${url.split('?')[0]}`];
-      if (!r) return json(404, { code: 'not_found', detail: `no route ${c.method} ${url}` }, 'application/problem+json');
-      return typeof r === 'function' ? r(c) : r.clone();
-    }),
-  );
-  return calls;
-}
-
-function session(role: string): Session {
-  return { user: { id: 'u1', email: 'ada@example.com', role }, csrf_token: 'csrf' };
-}
+import { json, routeFetch, session, type Reply } from '../test/routes';
 
 function Where() {
   const l = useLocation();
