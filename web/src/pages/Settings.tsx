@@ -360,18 +360,7 @@ function UsersTab() {
                 </select>
               )}
             </Field>
-            <Field label="Initial password">
-              {(id) => (
-                <input
-                  id={id}
-                  type="password"
-                  required
-                  autoComplete="new-password"
-                  value={password}
-                  onChange={(e) => setPassword(e.target.value)}
-                />
-              )}
-            </Field>
+            <PasswordField label="Initial password" value={password} onChange={setPassword} />
             <div style={formButton}>
               <Button type="submit" variant="primary" busy={busy === 'invite'} disabled={busy !== ''}>
                 Invite
@@ -419,18 +408,7 @@ function UsersTab() {
               void patch(pending.user, { password: newPassword }, `Set a new password for ${pending.user.email}.`);
             }}
           >
-            <Field label="New password">
-              {(id) => (
-                <input
-                  id={id}
-                  type="password"
-                  required
-                  autoComplete="new-password"
-                  value={newPassword}
-                  onChange={(e) => setNewPassword(e.target.value)}
-                />
-              )}
-            </Field>
+            <PasswordField label="New password" value={newPassword} onChange={setNewPassword} />
             <div style={buttonRow}>
               <Button onClick={() => setPending(null)}>Cancel</Button>
               <Button type="submit" variant="primary">
@@ -807,28 +785,9 @@ function PasswordTab() {
       <Notice text={notice} />
       <ErrorBanner error={error} onDismiss={() => setError(null)} />
       <form onSubmit={(e) => void submit(e)} style={{ maxWidth: '24rem' }}>
-        <Field label="Current password">
-          {(id) => (
-            <input id={id} type="password" required autoComplete="current-password" value={current} onChange={(e) => setCurrent(e.target.value)} />
-          )}
-        </Field>
-        <Field label="New password">
-          {(id) => <input id={id} type="password" required autoComplete="new-password" value={next} onChange={(e) => setNext(e.target.value)} />}
-        </Field>
-        <Field label="New password again" error={mismatch || undefined}>
-          {(id, describedBy) => (
-            <input
-              id={id}
-              type="password"
-              required
-              autoComplete="new-password"
-              aria-describedby={describedBy}
-              aria-invalid={mismatch ? true : undefined}
-              value={again}
-              onChange={(e) => setAgain(e.target.value)}
-            />
-          )}
-        </Field>
+        <PasswordField label="Current password" autoComplete="current-password" value={current} onChange={setCurrent} />
+        <PasswordField label="New password" value={next} onChange={setNext} />
+        <PasswordField label="New password again" error={mismatch || undefined} value={again} onChange={setAgain} />
         <div style={buttonRow}>
           <Button type="submit" variant="primary" busy={busy}>
             Change password
@@ -836,5 +795,37 @@ function PasswordTab() {
         </div>
       </form>
     </Card>
+  );
+}
+
+/** A required password input with its label; error marks it invalid. */
+function PasswordField({
+  label,
+  value,
+  onChange,
+  autoComplete = 'new-password',
+  error,
+}: {
+  label: string;
+  value: string;
+  onChange: (v: string) => void;
+  autoComplete?: string;
+  error?: string;
+}) {
+  return (
+    <Field label={label} error={error}>
+      {(id, describedBy) => (
+        <input
+          id={id}
+          type="password"
+          required
+          autoComplete={autoComplete}
+          aria-describedby={describedBy}
+          aria-invalid={error ? true : undefined}
+          value={value}
+          onChange={(e) => onChange(e.target.value)}
+        />
+      )}
+    </Field>
   );
 }
