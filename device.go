@@ -143,3 +143,11 @@ type CA struct {
 	PEM       string    `json:"pem"`
 	CreatedAt time.Time `json:"created_at"`
 }
+
+// FleetCounts counts a tenant's devices by presence status (a device that
+// never connected is offline) and its alerts that are not cleared, by
+// status: the fleet overview.
+type FleetCounts struct {
+	Devices, Online, Stale, Offline  int64
+	ActiveAlerts, AcknowledgedAlerts int64
+}

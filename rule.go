@@ -127,3 +127,69 @@ type AlertFilter struct {
 
 // EventAlert is the bus event kind of alert changes.
 const EventAlert = "alert"
+
+// AlertKey is an alert's identity: a rule, a device and a type.
+type AlertKey struct{ TenantID, RuleID, DeviceID, Type string }
+
+// AlertPending is the condition of an alert identity that has not held
+// long enough yet to change its alert: Met (true: to raise one; false: to
+// clear the open one) since Since, last signalled at Last, due at Due,
+// with the action and the values to raise it with.
+type AlertPending struct {
+	Met              bool
+	Since, Last, Due time.Time
+	Action           RuleAction
+	Values           map[string]any
+}
+
+// AlertState is what the store keeps of an alert identity: its pending
+// condition (nil: none) and its alert that is not cleared (nil: none).
+type AlertState struct {
+	Pending *AlertPending
+	Alert   *Alert
+}
+
+// AlertChannel is a notification channel of a tenant's alerts: a webhook
+// (URL, Secret) or e-mail (SMTPAddr, From, To). It gets the raising and
+// the clearing of alerts of at least MinSeverity, at most RatePerMinute a
+// minute.
+type AlertChannel struct {
+	ID, Kind, URL, Secret, SMTPAddr, From string
+	To                                    []string
+	MinSeverity                           string
+	RatePerMinute                         int
+}
+
+// ActionJob is one action of one rule result in the durable outbox.
+type ActionJob struct {
+	ID          string // the delivery id, unique
+	TenantID    string
+	RuleID      string
+	RuleVersion int
+	DeviceID    string
+	Index       int             // the action's position in the rule's actions
+	Action      json.RawMessage // the RuleAction, as JSON
+	Result      json.RawMessage // the RuleResult, as JSON
+	// Attempts counts the attempts started, the one claimed included.
+	Attempts      int
+	NextAttemptAt time.Time
+	LastError     string
+	CreatedAt     time.Time
+}
+
+// ActionDeadLetter is an action that failed for good: its outbox row
+// with the last error.
+type ActionDeadLetter struct {
+	ID          string          `json:"id"`
+	TenantID    string          `json:"tenant_id"`
+	RuleID      string          `json:"rule_id"`
+	RuleVersion int             `json:"rule_version"`
+	DeviceID    string          `json:"device_id,omitempty"`
+	Index       int             `json:"action_index"`
+	Action      json.RawMessage `json:"action"`
+	Result      json.RawMessage `json:"result"`
+	Attempts    int             `json:"attempts"`
+	Error       string          `json:"error"`
+	CreatedAt   time.Time       `json:"created_at"`
+	FailedAt    time.Time       `json:"failed_at"`
+}

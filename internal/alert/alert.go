@@ -33,39 +33,15 @@ import (
 	"github.com/tether-iot/tether/internal/egress"
 )
 
-// Key is an alert's identity. It is an alias of a type literal, as are
-// the other types the store shares, so that the store can spell the same
-// type without importing this package.
-type Key = struct{ TenantID, RuleID, DeviceID, Type string }
-
-// Pending is the condition of an identity that has not held long enough
-// to change its alert: Met (true: to raise one; false: to clear the open
-// one) since Since, last signalled at Last, due at Due, with the action
-// and the values to raise it with.
-type Pending = struct {
-	Met              bool
-	Since, Last, Due time.Time
-	Action           tether.RuleAction
-	Values           map[string]any
-}
-
-// State is what the store keeps of an identity: its pending condition
-// (nil: none) and its alert that is not cleared (nil: none).
-type State = struct {
-	Pending *Pending
-	Alert   *tether.Alert
-}
-
-// Channel is a notification channel: a webhook (URL, Secret) or e-mail
-// (SMTPAddr, From, To). It gets the raising and the clearing of the
-// tenant's alerts of at least MinSeverity, at most RatePerMinute a
-// minute.
-type Channel = struct {
-	ID, Kind, URL, Secret, SMTPAddr, From string
-	To                                    []string
-	MinSeverity                           string
-	RatePerMinute                         int
-}
+// The alert types are the domain package's, shared with the store and
+// the APIs: an identity, its pending condition, what the store keeps of
+// it, and a notification channel.
+type (
+	Key     = tether.AlertKey
+	Pending = tether.AlertPending
+	State   = tether.AlertState
+	Channel = tether.AlertChannel
+)
 
 // Store keeps alerts, their identities' pending conditions and the
 // notification channels. Every method is one transaction.

@@ -8,14 +8,8 @@ import (
 	"github.com/tether-iot/tether"
 )
 
-// AlertChannel is a notification channel as the alert service keeps it
-// (an alias of the same type literal).
-type AlertChannel = struct {
-	ID, Kind, URL, Secret, SMTPAddr, From string
-	To                                    []string
-	MinSeverity                           string
-	RatePerMinute                         int
-}
+// AlertChannel is a notification channel as the alert service keeps it.
+type AlertChannel = tether.AlertChannel
 
 // Alerts is what the API needs of the alert service.
 type Alerts interface {

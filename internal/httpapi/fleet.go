@@ -8,14 +8,8 @@ import (
 	"github.com/tether-iot/tether"
 )
 
-// FleetCounts counts a tenant's devices by presence status (a device that
-// never connected is offline) and its alerts that are not cleared, by
-// status. It is an alias of the same type literal as the store's, so the
-// store fits [Fleet] as it is.
-type FleetCounts = struct {
-	Devices, Online, Stale, Offline  int64
-	ActiveAlerts, AcknowledgedAlerts int64
-}
+// FleetCounts is the domain's fleet overview, as [Fleet] answers it.
+type FleetCounts = tether.FleetCounts
 
 // Fleet is what the API needs for the fleet overview.
 type Fleet interface {

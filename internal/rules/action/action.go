@@ -36,41 +36,13 @@ import (
 	"github.com/tether-iot/tether/internal/egress"
 )
 
-// Job is one row of the outbox: one action of one rule result. It is the
-// same type as the store's (an alias of a struct literal), so that this
-// package need not import the store.
-type Job = struct {
-	ID          string // the delivery id, unique
-	TenantID    string
-	RuleID      string
-	RuleVersion int
-	DeviceID    string
-	Index       int             // the action's position in the rule's actions
-	Action      json.RawMessage // the tether.RuleAction, as JSON
-	Result      json.RawMessage // the tether.RuleResult, as JSON
-	// Attempts counts the attempts started, the one claimed included.
-	Attempts      int
-	NextAttemptAt time.Time
-	LastError     string
-	CreatedAt     time.Time
-}
+// Job is one row of the outbox: one action of one rule result; the store
+// keeps the same domain type.
+type Job = tether.ActionJob
 
 // DeadLetter is an action that failed for good, with its last error. The
 // action's webhook secret is never in what [Runner.DeadLetters] returns.
-type DeadLetter = struct {
-	ID          string          `json:"id"`
-	TenantID    string          `json:"tenant_id"`
-	RuleID      string          `json:"rule_id"`
-	RuleVersion int             `json:"rule_version"`
-	DeviceID    string          `json:"device_id,omitempty"`
-	Index       int             `json:"action_index"`
-	Action      json.RawMessage `json:"action"`
-	Result      json.RawMessage `json:"result"`
-	Attempts    int             `json:"attempts"`
-	Error       string          `json:"error"`
-	CreatedAt   time.Time       `json:"created_at"`
-	FailedAt    time.Time       `json:"failed_at"`
-}
+type DeadLetter = tether.ActionDeadLetter
 
 // Store is the durable outbox. Rows are claimed for a lease; attempts is
 // the claim's fencing token: Finish, Retry, DeadLetter and Release change

@@ -20,42 +20,12 @@ import (
 // row apply only while its attempts are still those of the caller's
 // claim, never to a row another worker has claimed since.
 
-// ActionJob is one row of the outbox: one action of one rule result. It
-// is an alias of a struct literal so that a consumer can spell the same
-// type (and so the same method signatures) without importing this
-// package.
-type ActionJob = struct {
-	ID          string // the delivery id, unique
-	TenantID    string
-	RuleID      string
-	RuleVersion int
-	DeviceID    string
-	Index       int             // the action's position in the rule's actions
-	Action      json.RawMessage // the tether.RuleAction, as JSON
-	Result      json.RawMessage // the tether.RuleResult, as JSON
-	// Attempts counts the attempts started, the one claimed included.
-	Attempts      int
-	NextAttemptAt time.Time
-	LastError     string
-	CreatedAt     time.Time
-}
-
-// ActionDeadLetter is an action that failed for good: its outbox row with
-// the last error. Like ActionJob it is an alias of a struct literal.
-type ActionDeadLetter = struct {
-	ID          string          `json:"id"`
-	TenantID    string          `json:"tenant_id"`
-	RuleID      string          `json:"rule_id"`
-	RuleVersion int             `json:"rule_version"`
-	DeviceID    string          `json:"device_id,omitempty"`
-	Index       int             `json:"action_index"`
-	Action      json.RawMessage `json:"action"`
-	Result      json.RawMessage `json:"result"`
-	Attempts    int             `json:"attempts"`
-	Error       string          `json:"error"`
-	CreatedAt   time.Time       `json:"created_at"`
-	FailedAt    time.Time       `json:"failed_at"`
-}
+// ActionJob and ActionDeadLetter are the outbox's rows, the domain
+// package's types, so that the action runner fits the store as it is.
+type (
+	ActionJob        = tether.ActionJob
+	ActionDeadLetter = tether.ActionDeadLetter
+)
 
 // MaxActionDeadLettersPage is the largest page ActionDeadLetters returns.
 const MaxActionDeadLettersPage = 1000

@@ -11,39 +11,14 @@ import (
 	"github.com/tether-iot/tether"
 )
 
-// The alert types below are aliases of type literals, as [CommandGuard]
-// is, so that the alert service (and the HTTP API) can spell the same
-// types, and so the same method signatures, without importing this
-// package.
-
-// AlertKey is an alert's identity: a rule, a device and a type.
-type AlertKey = struct{ TenantID, RuleID, DeviceID, Type string }
-
-// AlertPending is the condition of an alert identity that has not held
-// long enough yet to change its alert: Met (true: to raise one; false: to
-// clear the open one) since Since, last signalled at Last, due at Due,
-// with the action and the values to raise it with.
-type AlertPending = struct {
-	Met              bool
-	Since, Last, Due time.Time
-	Action           tether.RuleAction
-	Values           map[string]any
-}
-
-// AlertState is what the store keeps of an alert identity: its pending
-// condition (nil: none) and its alert that is not cleared (nil: none).
-type AlertState = struct {
-	Pending *AlertPending
-	Alert   *tether.Alert
-}
-
-// AlertChannel is a notification channel of a tenant's alerts.
-type AlertChannel = struct {
-	ID, Kind, URL, Secret, SMTPAddr, From string
-	To                                    []string
-	MinSeverity                           string
-	RatePerMinute                         int
-}
+// The alert types are the domain package's, which the alert service and
+// the HTTP API use too, so that the store fits their interfaces as it is.
+type (
+	AlertKey     = tether.AlertKey
+	AlertPending = tether.AlertPending
+	AlertState   = tether.AlertState
+	AlertChannel = tether.AlertChannel
+)
 
 // MaxAlertsPage is the largest page Alerts returns, and the page size it
 // uses when asked for none.
@@ -193,7 +168,7 @@ func (db *DB) UpdateAlertState(ctx context.Context, k AlertKey, fn func(*AlertSt
 			}
 		}
 		if a := st.Alert; a != nil {
-			if (AlertKey{a.TenantID, a.RuleID, a.DeviceID, a.Type}) != k {
+			if (AlertKey{TenantID: a.TenantID, RuleID: a.RuleID, DeviceID: a.DeviceID, Type: a.Type}) != k {
 				return fmt.Errorf("alert %s is of identity %s/%s/%s, not of %s/%s/%s",
 					a.ID, a.RuleID, a.DeviceID, a.Type, k.RuleID, k.DeviceID, k.Type)
 			}

@@ -8,14 +8,10 @@ import (
 	"github.com/tether-iot/tether"
 )
 
-// FleetCounts counts a tenant's devices by presence status and its alerts
-// that are not cleared, by status. A device without a presence row has
-// never connected and counts as offline. It is an alias of the same type
-// literal as the API's, so the store fits the API as it is.
-type FleetCounts = struct {
-	Devices, Online, Stale, Offline  int64
-	ActiveAlerts, AcknowledgedAlerts int64
-}
+// FleetCounts is the domain's fleet overview, which the API reads. A
+// device without a presence row has never connected and counts as
+// offline.
+type FleetCounts = tether.FleetCounts
 
 // FleetCounts returns the counts of the tenant's fleet overview, in one
 // statement and so from one snapshot. Each count walks one index range
