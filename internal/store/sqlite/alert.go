@@ -212,15 +212,9 @@ func (db *DB) DueAlertPending(ctx context.Context, t time.Time, limit int) ([]Al
 
 // Alert returns one of the tenant's alerts, or an ENOTFOUND error.
 func (db *DB) Alert(ctx context.Context, tenantID, id string) (*tether.Alert, error) {
-	a, err := scanAlert(db.read.QueryRowContext(ctx, "SELECT "+alertColumns+
-		" FROM alerts WHERE id = ? AND tenant_id = ?", id, tenantID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, alertNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("alert %s: %w", id, err)
-	}
-	return a, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+alertColumns+
+		" FROM alerts WHERE id = ? AND tenant_id = ?", id, tenantID), scanAlert,
+		func() error { return alertNotFound(id) }, "alert %s", id)
 }
 
 // Alerts returns a page of the tenant's alerts, newest first: those with

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -48,14 +47,8 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *tether.APIKey) error {
 // APIKey returns the API key with the ID, in whichever tenant it is, or an
 // ENOTFOUND error if there is none.
 func (db *DB) APIKey(ctx context.Context, id string) (*tether.APIKey, error) {
-	k, err := scanAPIKey(db.read.QueryRowContext(ctx, "SELECT "+apiKeyColumns+" FROM api_keys WHERE id = ?", id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, tether.Errorf(tether.ENOTFOUND, "API key %q not found", id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("API key %s: %w", id, err)
-	}
-	return k, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+apiKeyColumns+" FROM api_keys WHERE id = ?", id), scanAPIKey,
+		func() error { return tether.Errorf(tether.ENOTFOUND, "API key %q not found", id) }, "API key %s", id)
 }
 
 const apiKeyColumns = "id, tenant_id, name, role, hash, created_at, last_used_at"

@@ -226,29 +226,17 @@ func (db *DB) CreateCommand(ctx context.Context, c *tether.Command, admit func(C
 
 // Command returns a command of a device, or an ENOTFOUND error.
 func (db *DB) Command(ctx context.Context, tenantID, deviceID, id string) (*tether.Command, error) {
-	c, err := scanCommand(db.read.QueryRowContext(ctx, "SELECT "+commandColumns+
-		" FROM commands WHERE id = ? AND tenant_id = ? AND device_id = ?", id, tenantID, deviceID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, commandNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("command %s: %w", id, err)
-	}
-	return c, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+commandColumns+
+		" FROM commands WHERE id = ? AND tenant_id = ? AND device_id = ?", id, tenantID, deviceID), scanCommand,
+		func() error { return commandNotFound(id) }, "command %s", id)
 }
 
 // CommandByKey returns the device's command with an idempotency key, or
 // an ENOTFOUND error.
 func (db *DB) CommandByKey(ctx context.Context, tenantID, deviceID, key string) (*tether.Command, error) {
-	c, err := scanCommand(db.read.QueryRowContext(ctx, "SELECT "+commandColumns+
-		" FROM commands WHERE device_id = ? AND idempotency_key = ? AND tenant_id = ?", deviceID, key, tenantID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, tether.Errorf(tether.ENOTFOUND, "no command with idempotency key %q", key)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("command by key: %w", err)
-	}
-	return c, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+commandColumns+
+		" FROM commands WHERE device_id = ? AND idempotency_key = ? AND tenant_id = ?", deviceID, key, tenantID), scanCommand,
+		func() error { return tether.Errorf(tether.ENOTFOUND, "no command with idempotency key %q", key) }, "command by key")
 }
 
 func commandNotFound(id string) error {

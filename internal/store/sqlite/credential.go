@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -64,15 +63,9 @@ func scanCertificate(row interface{ Scan(...any) error }) (*tether.Certificate, 
 // Certificate returns the registered certificate with the fingerprint, in
 // whichever tenant it is, or an ENOTFOUND error.
 func (db *DB) Certificate(ctx context.Context, fingerprint string) (*tether.Certificate, error) {
-	c, err := scanCertificate(db.read.QueryRowContext(ctx,
-		"SELECT "+certificateColumns+" FROM device_certificates WHERE fingerprint = ?", fingerprint))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, tether.Errorf(tether.ENOTFOUND, "certificate %s not found", fingerprint)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("certificate %s: %w", fingerprint, err)
-	}
-	return c, nil
+	return one(db.read.QueryRowContext(ctx,
+		"SELECT "+certificateColumns+" FROM device_certificates WHERE fingerprint = ?", fingerprint), scanCertificate,
+		func() error { return tether.Errorf(tether.ENOTFOUND, "certificate %s not found", fingerprint) }, "certificate %s", fingerprint)
 }
 
 // Certificates returns a device's registered certificates, oldest first.

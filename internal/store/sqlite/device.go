@@ -163,30 +163,18 @@ func insertDevice(ctx context.Context, tx *sql.Tx, d *tether.Device, labels, met
 // Device returns the device with the ID in the tenant, or an ENOTFOUND
 // error if there is none (also when the ID belongs to another tenant).
 func (db *DB) Device(ctx context.Context, tenantID, id string) (*tether.Device, error) {
-	d, err := scanDevice(db.read.QueryRowContext(ctx,
-		"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ? AND d.tenant_id = ?", id, tenantID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, deviceNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("device %s: %w", id, err)
-	}
-	return d, nil
+	return one(db.read.QueryRowContext(ctx,
+		"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ? AND d.tenant_id = ?", id, tenantID), scanDevice,
+		func() error { return deviceNotFound(id) }, "device %s", id)
 }
 
 // DeviceByID returns the device with the ID in whichever tenant it is, for
 // authenticating a device that names itself without its tenant. It returns
 // an ENOTFOUND error if there is none.
 func (db *DB) DeviceByID(ctx context.Context, id string) (*tether.Device, error) {
-	d, err := scanDevice(db.read.QueryRowContext(ctx,
-		"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ?", id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, deviceNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("device %s: %w", id, err)
-	}
-	return d, nil
+	return one(db.read.QueryRowContext(ctx,
+		"SELECT "+deviceColumns+" FROM devices d WHERE d.id = ?", id), scanDevice,
+		func() error { return deviceNotFound(id) }, "device %s", id)
 }
 
 func deviceNotFound(id string) error {

@@ -99,15 +99,9 @@ func (db *DB) UpdatePresence(ctx context.Context, tenantID, deviceID string, seq
 // Presence returns a device's stored presence, or an ENOTFOUND error if it
 // has none (it never connected).
 func (db *DB) Presence(ctx context.Context, tenantID, deviceID string) (*tether.Presence, error) {
-	p, err := scanPresence(db.read.QueryRowContext(ctx, "SELECT "+presenceColumns+
-		" FROM presence WHERE device_id = ? AND tenant_id = ?", deviceID, tenantID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, tether.Errorf(tether.ENOTFOUND, "no presence of device %q", deviceID)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("presence %s: %w", deviceID, err)
-	}
-	return p, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+presenceColumns+
+		" FROM presence WHERE device_id = ? AND tenant_id = ?", deviceID, tenantID), scanPresence,
+		func() error { return tether.Errorf(tether.ENOTFOUND, "no presence of device %q", deviceID) }, "presence %s", deviceID)
 }
 
 // RecoverPresence marks every device that node left online or stale

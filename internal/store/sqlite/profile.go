@@ -141,15 +141,9 @@ func (db *DB) PutProfile(ctx context.Context, p *tether.Profile) (created bool, 
 
 // Profile returns the tenant's profile with the ID, or an ENOTFOUND error.
 func (db *DB) Profile(ctx context.Context, tenantID, id string) (*tether.Profile, error) {
-	p, err := scanProfile(db.read.QueryRowContext(ctx,
-		"SELECT "+profileColumns+" FROM profiles WHERE tenant_id = ? AND id = ?", tenantID, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, profileNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("profile %s: %w", id, err)
-	}
-	return p, nil
+	return one(db.read.QueryRowContext(ctx,
+		"SELECT "+profileColumns+" FROM profiles WHERE tenant_id = ? AND id = ?", tenantID, id), scanProfile,
+		func() error { return profileNotFound(id) }, "profile %s", id)
 }
 
 // Profiles returns every profile of the tenant in ID order.

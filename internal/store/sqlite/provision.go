@@ -329,15 +329,9 @@ func provisioningKeyNotFound(id string) error {
 // tenant it is (a device presenting it names no tenant), or an ENOTFOUND
 // error.
 func (db *DB) ProvisioningKey(ctx context.Context, id string) (*tether.ProvisioningKey, error) {
-	k, err := scanProvisioningKey(db.read.QueryRowContext(ctx,
-		"SELECT "+provisioningKeyColumns+" FROM provisioning_keys WHERE id = ?", id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, provisioningKeyNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("provisioning key %s: %w", id, err)
-	}
-	return k, nil
+	return one(db.read.QueryRowContext(ctx,
+		"SELECT "+provisioningKeyColumns+" FROM provisioning_keys WHERE id = ?", id), scanProvisioningKey,
+		func() error { return provisioningKeyNotFound(id) }, "provisioning key %s", id)
 }
 
 // ProvisioningKeys returns a tenant's provisioning keys, revoked ones

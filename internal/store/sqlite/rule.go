@@ -191,15 +191,9 @@ func stampRule(r *tether.Rule) {
 // Rule returns the tenant's rule with the ID as it is now, or an
 // ENOTFOUND error.
 func (db *DB) Rule(ctx context.Context, tenantID, id string) (*tether.Rule, error) {
-	r, err := scanRule(db.read.QueryRowContext(ctx,
-		"SELECT "+ruleColumns+" FROM rules WHERE tenant_id = ? AND id = ?", tenantID, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ruleNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("rule %s: %w", id, err)
-	}
-	return r, nil
+	return one(db.read.QueryRowContext(ctx,
+		"SELECT "+ruleColumns+" FROM rules WHERE tenant_id = ? AND id = ?", tenantID, id), scanRule,
+		func() error { return ruleNotFound(id) }, "rule %s", id)
 }
 
 // Rules returns every rule of the tenant in ID order.

@@ -265,6 +265,22 @@ func (db *DB) inReadTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return fn(tx)
 }
 
+// one reads the single row of a query with scan: notFound's error when
+// there is none, and any other error wrapped with what (a format and its
+// arguments) naming what was read.
+func one[T any](row *sql.Row, scan func(interface{ Scan(...any) error }) (T, error), notFound func() error, what string, args ...any) (T, error) {
+	v, err := scan(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		var zero T
+		return zero, notFound()
+	}
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf(what+": %w", append(args, err)...)
+	}
+	return v, nil
+}
+
 // collect reads every row of rows with scan and closes rows. The slice is
 // never nil, so that an empty list encodes as [] in JSON.
 func collect[T any](rows *sql.Rows, scan func(interface{ Scan(...any) error }) (T, error)) ([]T, error) {

@@ -72,27 +72,15 @@ func (db *DB) CreateUser(ctx context.Context, u *tether.User) error {
 
 // User returns a user of the tenant, or ENOTFOUND.
 func (db *DB) User(ctx context.Context, tenantID, id string) (*tether.User, error) {
-	u, err := scanUser(db.read.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE tenant_id = ? AND id = ?", tenantID, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, userNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("user %s: %w", id, err)
-	}
-	return u, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE tenant_id = ? AND id = ?", tenantID, id), scanUser,
+		func() error { return userNotFound(id) }, "user %s", id)
 }
 
 // UserByEmail returns the user, of any tenant, with the (lower-case)
 // e-mail address, or ENOTFOUND.
 func (db *DB) UserByEmail(ctx context.Context, email string) (*tether.User, error) {
-	u, err := scanUser(db.read.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE email = ?", email))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, tether.Errorf(tether.ENOTFOUND, "no user with e-mail address %q", email)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("user by e-mail: %w", err)
-	}
-	return u, nil
+	return one(db.read.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE email = ?", email), scanUser,
+		func() error { return tether.Errorf(tether.ENOTFOUND, "no user with e-mail address %q", email) }, "user by e-mail")
 }
 
 // Users returns the tenant's users in the order of their e-mail
